@@ -148,7 +148,10 @@ export function p256MessageHash(digest: Uint8Array): Uint8Array {
 }
 
 /** The EIP-712 digest of a batch: what oracle signers sign for oracle-attested machines. */
-export function readingBatchDigest(domain: ReadingDomain, readings: readonly Reading[]): Uint8Array {
+export function readingBatchDigest(
+  domain: ReadingDomain,
+  readings: readonly Reading[],
+): Uint8Array {
   const hashes = new Uint8Array(32 * readings.length);
   readings.forEach((reading, i) => hashes.set(hashReading(reading), 32 * i));
   const buf = new Uint8Array(64);

@@ -11,7 +11,13 @@ import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 
 import { createRequire } from "node:module";
 import { keccak_256 } from "@noble/hashes/sha3.js";
 import type { Hex } from "viem";
-import { bytesToHex, hexToBytes, readingDigest, type Reading, type ReadingDomain } from "./eip712.ts";
+import {
+  bytesToHex,
+  hexToBytes,
+  readingDigest,
+  type Reading,
+  type ReadingDomain,
+} from "./eip712.ts";
 
 const require = createRequire(import.meta.url);
 /** libsecp256k1 bindings (prebuilt native code; falls back to pure JS when unavailable). */
@@ -21,8 +27,7 @@ export type KeyType = "secp256k1" | "p256";
 
 /** A device's public key as registered on-chain. */
 export type DevicePublicKey =
-  | { keyType: "secp256k1"; address: Hex }
-  | { keyType: "p256"; x: Hex; y: Hex };
+  { keyType: "secp256k1"; address: Hex } | { keyType: "p256"; x: Hex; y: Hex };
 
 export const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
 export const P256_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
@@ -108,7 +113,9 @@ function decodeSignature(keyType: KeyType, bytes: Uint8Array): RawSignature | un
 const addressCache = new Map<string, string>();
 
 function secp256k1Address(publicKey: Uint8Array): string {
-  return `0x${Buffer.from(keccak_256(publicKey.subarray(1))).subarray(12).toString("hex")}`;
+  return `0x${Buffer.from(keccak_256(publicKey.subarray(1)))
+    .subarray(12)
+    .toString("hex")}`;
 }
 
 const p256KeyCache = new Map<string, KeyObject>();
@@ -146,7 +153,11 @@ export function verifyDigestSignature(
   }
   const decoded = decodeSignature(key.keyType, bytes);
   if (decoded === undefined) {
-    return { ok: false, reason: "bad_signature", detail: `unrecognised ${bytes.length}-byte encoding` };
+    return {
+      ok: false,
+      reason: "bad_signature",
+      detail: `unrecognised ${bytes.length}-byte encoding`,
+    };
   }
   const n = key.keyType === "secp256k1" ? SECP256K1_N : P256_N;
   const r = toBigInt(decoded.r);
@@ -155,7 +166,11 @@ export function verifyDigestSignature(
     return { ok: false, reason: "bad_signature", detail: "r or s out of range" };
   }
   if (s > n / 2n) {
-    return { ok: false, reason: "malleable_signature", detail: "s is in the upper half of the curve order" };
+    return {
+      ok: false,
+      reason: "malleable_signature",
+      detail: "s is in the upper half of the curve order",
+    };
   }
   const rs = new Uint8Array(64);
   rs.set(decoded.r, 0);
@@ -179,7 +194,9 @@ export function verifyDigestSignature(
     let address: string;
     try {
       const cacheKey = `${bytesToHex(rs)}${recoveryId}${bytesToHex(digest)}`;
-      address = addressCache.get(cacheKey) ?? secp256k1Address(secp256k1.ecdsaRecover(rs, recoveryId, digest, false));
+      address =
+        addressCache.get(cacheKey) ??
+        secp256k1Address(secp256k1.ecdsaRecover(rs, recoveryId, digest, false));
       if (addressCache.size > 10_000) addressCache.clear();
       addressCache.set(cacheKey, address);
     } catch {
@@ -192,7 +209,11 @@ export function verifyDigestSignature(
       return { ok: true, signature: bytesToHex(out) };
     }
   }
-  return { ok: false, reason: "bad_signature", detail: "secp256k1 signature does not recover to the device key" };
+  return {
+    ok: false,
+    reason: "bad_signature",
+    detail: "secp256k1 signature does not recover to the device key",
+  };
 }
 
 /** Checks a reading's signature by a device key; returns the on-chain encoding when valid. */
@@ -207,8 +228,7 @@ export function verifyReadingSignature(
 
 /** A device's private key, of either curve. */
 export type DeviceSigningKey =
-  | { keyType: "secp256k1"; privateKey: Hex }
-  | { keyType: "p256"; privateKey: KeyObject };
+  { keyType: "secp256k1"; privateKey: Hex } | { keyType: "p256"; privateKey: KeyObject };
 
 /** Signs a digest with secp256k1: 65 bytes r‖s‖v, v = 27/28, low s. */
 export function signDigestSecp256k1(digest: Uint8Array, privateKey: Hex): Hex {
