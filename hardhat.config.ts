@@ -36,6 +36,12 @@ export default defineConfig({
   paths: {
     tests: { solidity: "contracts", mocha: "test" },
   },
+  test: {
+    mocha: {
+      // Service tests start chains, brokers and databases; none of them is near this bound.
+      timeout: 120_000,
+    },
+  },
   networks: {
     default: {
       type: "edr-simulated",
