@@ -204,5 +204,70 @@ describe("PayPerUse: agreements and escrow", function () {
         .withArgs(id, 5n * ONE, 5n * ONE);
       expect(await f.ppu.unsettledEarnings(id)).to.equal(5n * ONE);
     });
+    it("charges the base fee once per started period, at readings and at close", async () => {
+      const f = await loadDeployment();
+      await f.ppu.connect(f.owner).getFunction("publishTariff")(
+        f.k1Machine,
+        tariff({ token: await f.eurc.getAddress(), baseFee: ONE, period: DAY }),
+      );
+      const id = await openAgreement(f, {
+        machineId: f.k1Machine,
+        tariffVersion: 2,
+        deposit: 10n * ONE,
+        endTime: (await now()) + (7n * DAY) / 2n,
+        disputeWindow: HOUR,
+      });
+      const start = (await f.ppu.getAgreement(id)).startTime as bigint;
+      // First period: 4 kWh (1 token) plus the first base fee.
+      await networkHelpers.time.increaseTo(start + 2n * HOUR);
+      await expect(
+        f.ppu.getFunction("record")([
+          signed(f, reading(id, f.k1Machine, 4_000n, start + HOUR), f.k1Key),
+        ]),
+      )
+        .to.emit(f.ppu, "UsageRecorded")
+        .withArgs(id, f.k1Machine, 4_000n, 4_000n, 2n * ONE, 8n * ONE, 0n, start + HOUR);
+      // Same period again: no second base fee.
+      await expect(
+        f.ppu.getFunction("record")([
+          signed(f, reading(id, f.k1Machine, 8_000n, start + 2n * HOUR), f.k1Key),
+        ]),
+      )
+        .to.emit(f.ppu, "UsageRecorded")
+        .withArgs(id, f.k1Machine, 8_000n, 4_000n, ONE, 7n * ONE, 0n, start + 2n * HOUR);
+      // In the third period: the fees of periods two and three.
+      const later = start + (5n * DAY) / 2n;
+      await networkHelpers.time.increaseTo(later);
+      await expect(
+        f.ppu.getFunction("record")([signed(f, reading(id, f.k1Machine, 12_000n, later), f.k1Key)]),
+      )
+        .to.emit(f.ppu, "UsageRecorded")
+        .withArgs(id, f.k1Machine, 12_000n, 4_000n, 3n * ONE, 4n * ONE, 0n, later);
+      // The agreement ends in its fourth period: closing charges that period's fee.
+      await networkHelpers.time.increaseTo(start + (7n * DAY) / 2n + HOUR + 1n);
+      await expect(f.ppu.getFunction("closeAgreement")(id))
+        .to.emit(f.ppu, "AgreementClosed")
+        .withArgs(id, 3n * ONE, 7n * ONE);
+    });
+
+    it("closing with debt refunds nothing and keeps the debt collectable", async () => {
+      const f = await loadDeployment();
+      const id = await openAgreement(f, {
+        machineId: f.k1Machine,
+        deposit: ONE,
+        endTime: (await now()) + DAY,
+        disputeWindow: 0n,
+        mandateRef: ethers.id("mandate") as `0x${string}`,
+      });
+      await f.ppu.getFunction("record")([
+        signed(f, reading(id, f.k1Machine, 8_000n, await now()), f.k1Key),
+      ]);
+      await networkHelpers.time.increase(DAY + 1n);
+      await expect(f.ppu.getFunction("closeAgreement")(id))
+        .to.emit(f.ppu, "AgreementClosed")
+        .withArgs(id, 0n, 2n * ONE);
+      expect((await f.ppu.getAgreement(id)).debt).to.equal(ONE);
+      await expect(f.ppu.getFunction("settle")([id])).to.emit(f.ppu, "DirectDebitRequested");
+    });
   });
 });
