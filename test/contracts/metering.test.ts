@@ -28,6 +28,7 @@ import {
   UNIT_SCALE,
 } from "./fixtures.ts";
 import type { Hex } from "viem";
+import { bytesToHex, readingBatchDigest, readingDigest } from "../../services/shared/eip712.ts";
 
 /** cost(u) for the default tariff: 0.25 token per kWh, metered in Wh. */
 const cost = (units: bigint) => (units * PRICE) / UNIT_SCALE;
@@ -448,6 +449,37 @@ describe("PayPerUse: metering", function () {
         .to.emit(f.ppu, "ReadingSkipped")
         .withArgs(id, f.p256Machine, SkipReason.NoDeviceKey, 20n);
       expect((await f.ppu.getAgreement(id)).cumulativeUnits).to.equal(10n);
+    });
+  });
+
+  describe("typed data", () => {
+    it("the contract's reading and batch digests equal the off-chain ones devices and oracles sign", async () => {
+      const f = await loadDeployment();
+      const readings = [
+        reading(1n, f.k1Machine, 123_456n, 1_700_000_000n),
+        reading(2n ** 200n, f.oracleMachine, 2n ** 255n, 2n ** 64n - 1n),
+      ];
+      for (const r of readings) {
+        expect(await f.ppu.readingDigest(r)).to.equal(bytesToHex(readingDigest(f.domain, r)));
+      }
+      expect(await f.ppu.batchDigest(readings)).to.equal(
+        bytesToHex(readingBatchDigest(f.domain, readings)),
+      );
+      expect(await f.ppu.batchDigest([])).to.equal(bytesToHex(readingBatchDigest(f.domain, [])));
+    });
+
+    it("skips a meter beyond the stored range (2^96 units) without reverting", async () => {
+      const f = await loadDeployment();
+      const id = await openAgreement(f, { machineId: f.k1Machine });
+      const huge = 2n ** 96n;
+      await expect(
+        f.ppu.getFunction("record")([
+          signed(f, reading(id, f.k1Machine, huge, await now()), f.k1Key),
+        ]),
+      )
+        .to.emit(f.ppu, "ReadingSkipped")
+        .withArgs(id, f.k1Machine, SkipReason.StaleReading, huge);
+      expect((await f.ppu.getAgreement(id)).cumulativeUnits).to.equal(0n);
     });
   });
 

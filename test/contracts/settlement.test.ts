@@ -233,6 +233,35 @@ describe("PayPerUse: settlement and direct debit", function () {
       expect(active.escrow).to.equal(3n * ONE);
     });
 
+    it("a refund after the collection was already paid out re-opens the debt; the bank is credited nothing", async () => {
+      const f = await loadDeployment();
+      const id = await inDebt(f);
+      await f.ppu.getFunction("settle")([id]);
+      await f.eurc.connect(f.bank).getFunction("approve")(f.ppuAddress, 2n * ONE);
+      await f.ppu.connect(f.bank).getFunction("confirmDirectDebit")(1n);
+      // The owner is paid the collected amount before the bank reports the refund.
+      await expect(f.ppu.getFunction("settle")([id]))
+        .to.emit(f.ppu, "EarningsPaid")
+        .withArgs(f.payout.address, await f.eurc.getAddress(), 2n * ONE);
+      await expect(
+        f.ppu.connect(f.bank).getFunction("reportDirectDebitReturn")(1n, reasonCode("MD06")),
+      )
+        .to.emit(f.ppu, "DirectDebitReturned")
+        .withArgs(1n, id, 2n * ONE, reasonCode("MD06"), true);
+      const agreement = await f.ppu.getAgreement(id);
+      expect(agreement.debt).to.equal(2n * ONE);
+      expect(agreement.status).to.equal(BigInt(AgreementStatus.Suspended));
+      expect(await f.ppu.earnings(f.bank.address, await f.eurc.getAddress())).to.equal(0n);
+      expect(await f.ppu.unsettledEarnings(id)).to.equal(0n);
+      // Paying the debt again reaches the owner once more through settle.
+      await f.eurc.connect(f.lessee).getFunction("approve")(f.ppuAddress, 2n * ONE);
+      await expect(f.ppu.connect(f.lessee).getFunction("payDebt")(id, 2n * ONE)).to.emit(
+        f.ppu,
+        "AgreementReinstated",
+      );
+      expect(await f.ppu.unsettledEarnings(id)).to.equal(2n * ONE);
+    });
+
     it("a partial payment reduces the debt but keeps the agreement suspended", async () => {
       const f = await loadDeployment();
       const id = await inDebt(f);

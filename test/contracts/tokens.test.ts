@@ -54,6 +54,57 @@ async function machineFor(
 
 describe("PayPerUse: token kinds", function () {
   describe("the test tokens behave like the real ones", () => {
+    it("all four report 6 decimals and only their owner mints", async () => {
+      const f = await loadDeployment();
+      for (const token of [f.eurc, f.usdt, f.feeToken, f.blocklist]) {
+        expect(await token.decimals()).to.equal(6n);
+      }
+      expect(await f.usdt.name()).to.equal("Mock Tether USD");
+      expect(await f.usdt.symbol()).to.equal("USDT");
+      expect(await f.usdt.owner()).to.equal(f.admin.address);
+      await expect(
+        f.usdt.connect(f.stranger).getFunction("mint")(f.stranger.address, 1n),
+      ).to.be.revertedWithCustomError(f.usdt, "MockUSDT_NotOwner");
+      await expect(
+        f.usdt.connect(f.admin).getFunction("mint")(ethers.ZeroAddress, 1n),
+      ).to.be.revertedWithCustomError(f.usdt, "MockUSDT_ZeroAddress");
+      await expect(
+        f.eurc.connect(f.stranger).getFunction("mint")(f.stranger.address, 1n),
+      ).to.be.revertedWithCustomError(f.eurc, "OwnableUnauthorizedAccount");
+      await expect(
+        f.feeToken.connect(f.admin).getFunction("setFee")(10_001n),
+      ).to.be.revertedWithCustomError(f.feeToken, "MockFeeToken_FeeTooHigh");
+    });
+
+    it("MockUSDT enforces balances and allowances like USDT", async () => {
+      const f = await loadDeployment();
+      const usdt = f.usdt;
+      await expect(
+        usdt.connect(f.owner).getFunction("transfer")(f.stranger.address, 1n),
+      ).to.be.revertedWithCustomError(usdt, "MockUSDT_InsufficientBalance");
+      await expect(
+        usdt.connect(f.lessee).getFunction("transfer")(ethers.ZeroAddress, 1n),
+      ).to.be.revertedWithCustomError(usdt, "MockUSDT_ZeroAddress");
+      await expect(
+        usdt.connect(f.stranger).getFunction("transferFrom")(
+          f.lessee.address,
+          f.stranger.address,
+          1n,
+        ),
+      ).to.be.revertedWithCustomError(usdt, "MockUSDT_InsufficientAllowance");
+      await usdt.connect(f.lessee).getFunction("approve")(f.stranger.address, ethers.MaxUint256);
+      await expect(
+        usdt.connect(f.stranger).getFunction("transferFrom")(
+          f.lessee.address,
+          f.stranger.address,
+          7n,
+        ),
+      ).to.changeTokenBalances(ethers, usdt, [f.lessee, f.stranger], [-7n, 7n]);
+      // An unlimited allowance is not reduced.
+      expect(await usdt.allowance(f.lessee.address, f.stranger.address)).to.equal(
+        ethers.MaxUint256,
+      );
+    });
     it("MockUSDT returns no data from transfer, transferFrom and approve", async () => {
       const f = await loadDeployment();
       const usdt = f.usdt.connect(f.lessee) as Contract;
@@ -205,6 +256,33 @@ describe("PayPerUse: token kinds", function () {
       ethers,
       f.blocklist,
       [f.owner],
+      [ONE],
+    );
+  });
+  it("a token answering false on payout: settle reports PayoutFailed and keeps the earnings", async () => {
+    const f = await loadDeployment();
+    const hostile = (await ethers.deployContract("MockHostileToken")) as unknown as Contract;
+    expect(await hostile.decimals()).to.equal(6n);
+    await hostile.getFunction("mint")(f.lessee.address, 10n * ONE);
+    const { id: machine, key } = await machineFor(f, "false-press", hostile);
+    const id = await openAgreement(
+      f,
+      { machineId: machine, deposit: 10n * ONE },
+      f.lessee,
+      hostile,
+    );
+    await f.ppu.getFunction("record")([signed(f, reading(id, machine, 4_000n, await now()), key)]);
+    await hostile.getFunction("setMode")(1, ethers.ZeroAddress, "0x"); // ReturnFalse
+    const token = await hostile.getAddress();
+    await expect(f.ppu.getFunction("settle")([id]))
+      .to.emit(f.ppu, "PayoutFailed")
+      .withArgs(f.payout.address, token, ONE);
+    expect(await f.ppu.earnings(f.payout.address, token)).to.equal(ONE);
+    await hostile.getFunction("setMode")(0, ethers.ZeroAddress, "0x"); // Normal
+    await expect(f.ppu.connect(f.payout).getFunction("withdraw")(token)).to.changeTokenBalances(
+      ethers,
+      hostile,
+      [f.payout],
       [ONE],
     );
   });
