@@ -68,16 +68,18 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
     //////////////////////////////////////////////////////////////*/
 
     struct MachineData {
-        // slot 0
-        address owner;
-        TrustMode trustMode;
+        // slot 0 — all a device-signed secp256k1 reading needs
+        address keyAddress;
         KeyType keyType;
+        TrustMode trustMode;
         uint32 keyVersion;
         uint32 tariffCount;
         // slot 1
-        address payout;
+        address owner;
         uint64 maxUnitsPerHour;
-        // slot 2, 3
+        // slot 2
+        address payout;
+        // slot 3, 4 — P-256 coordinates (zero for secp256k1, whose key is `keyAddress`)
         bytes32 keyX;
         bytes32 keyY;
     }
@@ -96,14 +98,15 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         AgreementStatus status;
         TrustMode trustMode;
         uint8 flags;
-        // slot 3 — pinned terms, read by every reading
+        // slot 3 — pinned terms and time window, read by every reading
         uint96 price;
         uint64 unitScale;
-        uint32 tariffVersion;
-        uint64 endTime;
+        uint40 endTime;
+        uint40 closesAt;
         // slot 4
         address lessee;
         uint64 disputeWindow;
+        uint32 tariffVersion;
         // slot 5
         address token;
         uint64 capPeriod;
@@ -174,12 +177,10 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         MachineData storage m = _machines[machineId];
         m.owner = msg.sender;
         m.trustMode = trustMode;
-        m.keyType = key.keyType;
         m.keyVersion = 1;
         m.payout = payout;
         m.maxUnitsPerHour = maxUnitsPerHour;
-        m.keyX = key.x;
-        m.keyY = key.y;
+        _storeKey(m, key);
         emit MachineRegistered(
             machineId, msg.sender, payout, trustMode, key.keyType, key.x, key.y, maxUnitsPerHour
         );
@@ -192,10 +193,8 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         _checkKey(machineId, key);
         // Effect
         uint32 keyVersion = m.keyVersion + 1;
-        m.keyType = key.keyType;
         m.keyVersion = keyVersion;
-        m.keyX = key.x;
-        m.keyY = key.y;
+        _storeKey(m, key);
         emit DeviceKeyRotated(machineId, keyVersion, key.keyType, key.x, key.y);
     }
 
@@ -203,6 +202,7 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
     function revokeDeviceKey(bytes32 machineId) external override {
         MachineData storage m = _ownedMachine(machineId);
         m.keyType = KeyType.None;
+        m.keyAddress = address(0);
         m.keyX = bytes32(0);
         m.keyY = bytes32(0);
         emit DeviceKeyRevoked(machineId, m.keyVersion);
@@ -243,7 +243,7 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
             keyType: m.keyType,
             keyVersion: m.keyVersion,
             maxUnitsPerHour: m.maxUnitsPerHour,
-            keyX: m.keyX,
+            keyX: m.keyType == KeyType.Secp256k1 ? bytes32(uint256(uint160(m.keyAddress))) : m.keyX,
             keyY: m.keyY,
             tariffCount: m.tariffCount
         });
@@ -374,7 +374,10 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         if (msg.sender != a.lessee && msg.sender != _machines[a.machineId].owner) {
             revert PayPerUse_NotLesseeOrOwner(agreementId, msg.sender);
         }
-        if (block.timestamp < a.endTime) a.endTime = uint64(block.timestamp);
+        if (block.timestamp < a.endTime) {
+            a.endTime = uint40(block.timestamp);
+            a.closesAt = uint40(block.timestamp + a.disputeWindow);
+        }
         emit AgreementEnded(agreementId, a.endTime);
     }
 
@@ -382,7 +385,7 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
     function closeAgreement(uint256 agreementId) external override nonReentrant {
         // Check
         AgreementData storage a = _openAgreement(agreementId);
-        uint256 closesAt = uint256(a.endTime) + a.disputeWindow;
+        uint256 closesAt = a.closesAt;
         if (block.timestamp <= closesAt) revert PayPerUse_DisputeWindowOpen(agreementId, closesAt);
 
         // Effect: the base fees of every started period up to the end, then the minimum charge.
@@ -465,7 +468,7 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
 
         // Effect
         for (uint256 i; i < length; ++i) {
-            _record(readings[i], TrustMode.OracleAttested, "");
+            _record(readings[i], TrustMode.OracleAttested, msg.data[0:0]);
         }
     }
 
@@ -631,7 +634,7 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
     //////////////////////////////////////////////////////////////*/
 
     /// @dev Charges one reading or skips it with a reason. Never reverts for a bad reading.
-    function _record(Reading calldata r, TrustMode mode, bytes memory signature) private {
+    function _record(Reading calldata r, TrustMode mode, bytes calldata signature) private {
         uint256 agreementId = r.agreementId;
         AgreementData storage a = _agreements[agreementId];
 
@@ -644,17 +647,18 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         uint256 timestamp = r.timestamp;
         if (timestamp > block.timestamp + FUTURE_TOLERANCE) return _skip(r, SkipReason.FutureTimestamp);
         if (timestamp < a.startTime) return _skip(r, SkipReason.BeforeStart);
-        uint256 endTime = a.endTime;
-        if (timestamp > endTime) return _skip(r, SkipReason.AfterEnd);
-        if (block.timestamp > endTime + a.disputeWindow) return _skip(r, SkipReason.TooLate);
+        if (timestamp > a.endTime) return _skip(r, SkipReason.AfterEnd);
+        if (block.timestamp > a.closesAt) return _skip(r, SkipReason.TooLate);
         uint256 previousUnits = a.cumulativeUnits;
-        if (r.cumulativeUnits <= previousUnits) return _skip(r, SkipReason.StaleReading);
-        if (r.cumulativeUnits > type(uint96).max) return _skip(r, SkipReason.StaleReading);
+        // A meter beyond 96 bits cannot be stored; it is refused like a reading that does not advance.
+        if (r.cumulativeUnits <= previousUnits || r.cumulativeUnits > type(uint96).max) {
+            return _skip(r, SkipReason.StaleReading);
+        }
         if (mode == TrustMode.DeviceSigned) {
             MachineData storage m = _machines[r.machineId];
             KeyType keyType = m.keyType;
             if (keyType == KeyType.None) return _skip(r, SkipReason.NoDeviceKey);
-            if (!_verifyDevice(r, signature, keyType, m.keyX, m.keyY)) return _skip(r, SkipReason.BadSignature);
+            if (!_verifyDevice(r, signature, keyType, m)) return _skip(r, SkipReason.BadSignature);
         }
 
         // Effect
@@ -667,13 +671,13 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         uint256 newUnits = r.cumulativeUnits;
         uint8 flags = a.flags;
         uint256 charge;
+        (uint256 price, uint256 unitScale) = (a.price, a.unitScale);
         if (flags & (FLAG_TIERED | FLAG_BASE_FEE) == 0) {
-            charge = TariffMath.flatCost(newUnits, a.price, a.unitScale)
-                - TariffMath.flatCost(previousUnits, a.price, a.unitScale);
+            charge = TariffMath.flatCost(newUnits, price, unitScale) - TariffMath.flatCost(previousUnits, price, unitScale);
         } else {
             TariffParams storage t = _tariffs[a.machineId][a.tariffVersion];
-            charge = TariffMath.tieredCost(newUnits, a.price, a.unitScale, t.tiers)
-                - TariffMath.tieredCost(previousUnits, a.price, a.unitScale, t.tiers);
+            charge = TariffMath.tieredCost(newUnits, price, unitScale, t.tiers)
+                - TariffMath.tieredCost(previousUnits, price, unitScale, t.tiers);
             if (flags & FLAG_BASE_FEE != 0) charge += _baseFees(a, t, r.timestamp);
         }
         if (flags & FLAG_CAP != 0) charge = _applyCap(agreementId, a, charge, r.timestamp);
@@ -681,9 +685,10 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         uint256 funded = a.funded;
         uint256 chargedBefore = a.charged;
         uint256 chargedAfter = chargedBefore + charge;
-        a.cumulativeUnits = uint96(newUnits);
-        a.charged = _toUint96(chargedAfter);
-        if (r.timestamp > a.lastReadingAt) a.lastReadingAt = r.timestamp;
+        uint64 lastReadingAt = a.lastReadingAt;
+        if (r.timestamp > lastReadingAt) lastReadingAt = r.timestamp;
+        // newUnits < 2^96 was checked in _record.
+        (a.cumulativeUnits, a.charged, a.lastReadingAt) = (uint96(newUnits), _toUint96(chargedAfter), lastReadingAt);
 
         uint256 escrowAfter = funded > chargedAfter ? funded - chargedAfter : 0;
         uint256 debtAfter = chargedAfter > funded ? chargedAfter - funded : 0;
@@ -737,25 +742,21 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         emit ReadingSkipped(r.agreementId, r.machineId, reason, r.cumulativeUnits);
     }
 
-    function _verifyDevice(Reading calldata r, bytes memory signature, KeyType keyType, bytes32 x, bytes32 y)
+    function _verifyDevice(Reading calldata r, bytes calldata signature, KeyType keyType, MachineData storage m)
         private
         view
         returns (bool)
     {
         bytes32 digest = _hashTypedDataV4(_hashReading(r));
         if (keyType == KeyType.Secp256k1) {
-            (address signer, ECDSA.RecoverError error,) = ECDSA.tryRecover(digest, signature);
-            return error == ECDSA.RecoverError.NoError && bytes32(uint256(uint160(signer))) == x;
+            (address signer, ECDSA.RecoverError error,) = ECDSA.tryRecoverCalldata(digest, signature);
+            return error == ECDSA.RecoverError.NoError && signer == m.keyAddress;
         }
         if (signature.length != 64) return false;
-        bytes32 sigR;
-        bytes32 sigS;
-        assembly ("memory-safe") {
-            sigR := mload(add(signature, 0x20))
-            sigS := mload(add(signature, 0x40))
-        }
         // P-256 keys sign the digest with ECDSA-SHA256, as secure elements and standard tools do.
-        return P256.verify(sha256(abi.encodePacked(digest)), sigR, sigS, x, y);
+        return P256.verify(
+            sha256(abi.encodePacked(digest)), bytes32(signature[0:32]), bytes32(signature[32:64]), m.keyX, m.keyY
+        );
     }
 
     function _hashReading(Reading calldata r) private pure returns (bytes32) {
@@ -799,7 +800,8 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         a.price = uint96(t.price);
         a.unitScale = uint64(t.unitScale);
         a.tariffVersion = p.tariffVersion;
-        a.endTime = p.endTime;
+        a.endTime = _toUint40(p.endTime);
+        a.closesAt = _toUint40(uint256(p.endTime) + p.disputeWindow);
         a.lessee = msg.sender;
         a.disputeWindow = p.disputeWindow;
         a.token = t.token;
@@ -919,6 +921,19 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         if (!valid) revert PayPerUse_InvalidDeviceKey(machineId, key.keyType);
     }
 
+    function _storeKey(MachineData storage m, DeviceKey calldata key) private {
+        m.keyType = key.keyType;
+        if (key.keyType == KeyType.Secp256k1) {
+            m.keyAddress = address(uint160(uint256(key.x)));
+            m.keyX = bytes32(0);
+            m.keyY = bytes32(0);
+        } else {
+            m.keyAddress = address(0);
+            m.keyX = key.x;
+            m.keyY = key.y;
+        }
+    }
+
     function _setOracleSigners(address[] memory signers, uint8 threshold) private {
         if (threshold == 0 || threshold > signers.length) revert PayPerUse_InvalidThreshold(threshold, signers.length);
         for (uint256 i; i < _oracleSigners.length; ++i) {
@@ -941,6 +956,11 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
             if (!alnum) return false;
         }
         return true;
+    }
+
+    function _toUint40(uint256 value) private pure returns (uint40) {
+        if (value > type(uint40).max) revert PayPerUse_ValueTooLarge(value);
+        return uint40(value);
     }
 
     function _toUint96(uint256 value) private pure returns (uint96) {

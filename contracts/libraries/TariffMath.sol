@@ -11,8 +11,9 @@ import {Tier} from "../types/DataTypes.sol";
 /// `cost(new) - cost(previous)` per reading never drifts from pricing the total at once.
 library TariffMath {
     /// @notice Cost of `units` at a single `price` per `unitScale` units, rounded down.
+    /// @dev Callers keep units and price below 2^128, so the product cannot overflow.
     function flatCost(uint256 units, uint256 price, uint256 unitScale) internal pure returns (uint256) {
-        return Math.mulDiv(units, price, unitScale);
+        return units * price / unitScale;
     }
 
     /// @notice Cost of `units` cumulative units with tiers (strictly ascending `fromUnits`), rounded down.
