@@ -137,6 +137,23 @@ describe("PayPerUse: metering", function () {
         .withArgs(b, f.oracleMachine, 700n, 700n, cost(700n), anyValue, 0n, at);
     });
 
+    it("after the admin replaces the signer set, the old signers' attestations are refused", async () => {
+      const f = await loadDeployment();
+      const id = await openAgreement(f, { machineId: f.oracleMachine });
+      const fresh = [secpKey("oracle-d"), secpKey("oracle-e")];
+      await f.ppu.connect(f.admin).getFunction("setOracleSigners")(
+        fresh.map((key) => ethers.computeAddress(key.privateKey)),
+        2,
+      );
+      const readings = [reading(id, f.oracleMachine, 5n, await now())];
+      await expect(
+        f.ppu.getFunction("recordAttested")(readings, attest(f, readings)),
+      ).to.be.revertedWithCustomError(f.ppu, "PayPerUse_InvalidAttestation");
+      await expect(f.ppu.getFunction("recordAttested")(readings, attest(f, readings, fresh)))
+        .to.emit(f.ppu, "UsageRecorded")
+        .withArgs(id, f.oracleMachine, 5n, 5n, anyValue, anyValue, 0n, readings[0]!.timestamp);
+    });
+
     it("accepts any k of the n signers, and all n", async () => {
       const f = await loadDeployment();
       const id = await openAgreement(f, { machineId: f.oracleMachine });
@@ -268,6 +285,18 @@ describe("PayPerUse: metering", function () {
       )
         .to.emit(f.ppu, "LowBalance")
         .withArgs(id, 2n * ONE, 3n * ONE);
+      // Still below: no second warning.
+      await expect(
+        f.ppu.getFunction("record")([signed(f, reading(id, f.k1Machine, 33_000n, at), f.k1Key)]),
+      ).not.to.emit(f.ppu, "LowBalance");
+      // A top-up lifts the escrow above the threshold; the next crossing warns again.
+      await f.eurc.connect(f.lessee).getFunction("approve")(f.ppuAddress, 5n * ONE);
+      await f.ppu.connect(f.lessee).getFunction("topUp")(id, 5n * ONE);
+      await expect(
+        f.ppu.getFunction("record")([signed(f, reading(id, f.k1Machine, 49_000n, at), f.k1Key)]),
+      )
+        .to.emit(f.ppu, "LowBalance")
+        .withArgs(id, 2_750_000n, 3n * ONE); // 15 funded - 12.25 charged
     });
 
     it("turns what the escrow cannot cover into debt", async () => {
