@@ -311,6 +311,26 @@ describe("PayPerUse: every custom error", function () {
         "PayPerUse_ValueTooLarge",
         [U96],
       );
+      // An end time or close time beyond 2^40 seconds does not fit the agreement's storage.
+      const far = 1n << 40n;
+      await expectError(
+        f,
+        f.ppu.connect(f.lessee).getFunction("openAgreement")(
+          await openParams({ machineId: f.k1Machine, endTime: far }),
+        ),
+        "PayPerUse_ValueTooLarge",
+        [far],
+      );
+      const endTime = (await now()) + DAY;
+      const window = (1n << 64n) - 1n;
+      await expectError(
+        f,
+        f.ppu.connect(f.lessee).getFunction("openAgreement")(
+          await openParams({ machineId: f.k1Machine, endTime, disputeWindow: window }),
+        ),
+        "PayPerUse_ValueTooLarge",
+        [endTime + window],
+      );
       // A deposit above 2^96 - 1 does not fit the escrow.
       await expectError(
         f,
