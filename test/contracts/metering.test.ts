@@ -11,6 +11,7 @@ import {
   attest,
   DAY,
   deviceKeyOf,
+  digestOf,
   ethers,
   HOUR,
   loadDeployment,
@@ -29,6 +30,7 @@ import {
 } from "./fixtures.ts";
 import type { Hex } from "viem";
 import { bytesToHex, readingBatchDigest, readingDigest } from "../../services/shared/eip712.ts";
+import { SECP256K1_N } from "../../services/shared/signatures.ts";
 
 /** cost(u) for the default tariff: 0.25 token per kWh, metered in Wh. */
 const cost = (units: bigint) => (units * PRICE) / UNIT_SCALE;
@@ -401,13 +403,39 @@ describe("PayPerUse: metering", function () {
         ...good,
         signature: `${good.signature.slice(0, 66)}${(n - s).toString(16).padStart(64, "0")}`,
       };
-      const tx = f.ppu.getFunction("record")([short, highS]);
+      // The same for secp256k1: n - s with the other recovery id recovers the same key.
+      const k1 = signed(f, reading(id, f.k1Machine, 2n, at), f.k1Key);
+      const k1s = BigInt(`0x${k1.signature.slice(66, 130)}`);
+      const k1v = parseInt(k1.signature.slice(130, 132), 16);
+      const k1HighS = {
+        ...k1,
+        signature: `${k1.signature.slice(0, 66)}${(SECP256K1_N - k1s).toString(16).padStart(64, "0")}${(k1v === 27 ? 28 : 27).toString(16)}`,
+      };
+      // The ecrecover precompile itself still recovers the device key from the flipped signature.
+      const sig = k1HighS.signature;
+      const recovered = await ethers.provider.call({
+        to: "0x0000000000000000000000000000000000000001",
+        data: ethers.concat([
+          digestOf(f, k1.reading),
+          ethers.zeroPadValue(`0x${sig.slice(130, 132)}`, 32),
+          `0x${sig.slice(2, 66)}`,
+          `0x${sig.slice(66, 130)}`,
+        ]),
+      });
+      expect(ethers.getAddress(ethers.dataSlice(recovered, 12))).to.equal(
+        ethers.computeAddress(f.k1Key.privateKey),
+      );
+      const tx = f.ppu.getFunction("record")([short, highS, k1HighS]);
       await expect(tx)
         .to.emit(f.ppu, "ReadingSkipped")
         .withArgs(id, f.k1Machine, SkipReason.BadSignature, 1n);
       await expect(tx)
         .to.emit(f.ppu, "ReadingSkipped")
         .withArgs(p, f.p256Machine, SkipReason.BadSignature, 1n);
+      await expect(tx)
+        .to.emit(f.ppu, "ReadingSkipped")
+        .withArgs(id, f.k1Machine, SkipReason.BadSignature, 2n);
+      await expect(tx).not.to.emit(f.ppu, "UsageRecorded");
     });
 
     it("skips readings after the end (AfterEnd) and after the dispute window (TooLate)", async () => {
