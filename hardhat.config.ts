@@ -14,6 +14,13 @@ const require = createRequire(import.meta.url);
  * pinned to exactly this version, so a build never downloads a compiler.
  */
 const SOLC_VERSION = "0.8.30";
+const SOLC_PATH = require.resolve("solc/soljson.js");
+/** The same settings for tests and deployments, so that what is tested is what is deployed. */
+const SOLC_SETTINGS = {
+  evmVersion: "osaka",
+  optimizer: { enabled: true, runs: 200 },
+  viaIR: true,
+};
 
 export default defineConfig({
   plugins: [
@@ -25,16 +32,15 @@ export default defineConfig({
     hardhatViem,
   ],
   solidity: {
-    version: SOLC_VERSION,
-    path: require.resolve("solc/soljson.js"),
-    settings: {
-      evmVersion: "osaka",
-      optimizer: { enabled: true, runs: 200 },
-      viaIR: true,
+    profiles: {
+      default: { version: SOLC_VERSION, path: SOLC_PATH, settings: SOLC_SETTINGS },
+      production: { version: SOLC_VERSION, path: SOLC_PATH, settings: SOLC_SETTINGS },
     },
   },
   paths: {
     tests: { solidity: "contracts", mocha: "test" },
+    // Deployment modules live in deploy/modules, deployment journals in deploy/deployments.
+    ignition: "deploy",
   },
   test: {
     mocha: {
