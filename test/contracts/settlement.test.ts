@@ -253,13 +253,13 @@ describe("PayPerUse: settlement and direct debit", function () {
       expect(agreement.status).to.equal(BigInt(AgreementStatus.Suspended));
       expect(await f.ppu.earnings(f.bank.address, await f.eurc.getAddress())).to.equal(0n);
       expect(await f.ppu.unsettledEarnings(id)).to.equal(0n);
-      // Paying the debt again reaches the owner once more through settle.
+      // Paying the re-opened debt reinstates the agreement.
       await f.eurc.connect(f.lessee).getFunction("approve")(f.ppuAddress, 2n * ONE);
       await expect(f.ppu.connect(f.lessee).getFunction("payDebt")(id, 2n * ONE)).to.emit(
         f.ppu,
         "AgreementReinstated",
       );
-      expect(await f.ppu.unsettledEarnings(id)).to.equal(2n * ONE);
+      expect((await f.ppu.getAgreement(id)).debt).to.equal(0n);
     });
 
     it("a partial payment reduces the debt but keeps the agreement suspended", async () => {
