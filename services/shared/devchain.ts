@@ -112,15 +112,13 @@ export function serveJsonRpc(provider: EthereumProviderLike): Server {
     try {
       payload = JSON.parse(await readBody(req));
     } catch {
-      res
-        .writeHead(400, { "content-type": "application/json" })
-        .end(
-          JSON.stringify({
-            jsonrpc: "2.0",
-            id: null,
-            error: { code: -32700, message: "Parse error" },
-          }),
-        );
+      res.writeHead(400, { "content-type": "application/json" }).end(
+        JSON.stringify({
+          jsonrpc: "2.0",
+          id: null,
+          error: { code: -32700, message: "Parse error" },
+        }),
+      );
       return;
     }
     const body = Array.isArray(payload)
