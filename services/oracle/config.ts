@@ -1,0 +1,106 @@
+/**
+ * The oracle's settings, declared once: description, type, default, secrecy. `ppu oracle start --help`
+ * and docs/oracle.md print this table.
+ */
+import { readFileSync } from "node:fs";
+import type { Hex } from "viem";
+import { defineConfig, loadConfig, type Config } from "../shared/config.ts";
+import { ConfigError } from "../shared/errors.ts";
+
+export const oracleConfigSpec = defineConfig({
+  RPC_URL: { type: "url", required: true, description: "JSON-RPC endpoint of the chain" },
+  CONTRACT_ADDRESS: {
+    type: "hex",
+    required: true,
+    description: "address of the PayPerUse contract",
+  },
+  ORACLE_PRIVATE_KEY: {
+    type: "hex",
+    secret: true,
+    description: "transaction and attestation key of this instance (or ORACLE_KEY_FILE)",
+  },
+  ORACLE_KEY_FILE: {
+    type: "path",
+    mustExist: true,
+    description: "file holding the private key as hex",
+  },
+  MQTT_URL: {
+    type: "url",
+    description:
+      "broker URL (mqtt://, mqtts://, ws://); an embedded broker on a free port when empty",
+  },
+  MQTT_USERNAME: { type: "string", description: "broker user name" },
+  MQTT_PASSWORD: { type: "string", secret: true, description: "broker password" },
+  MQTT_CA_FILE: { type: "path", mustExist: true, description: "CA certificate for TLS brokers" },
+  MQTT_SHARE_GROUP: {
+    type: "string",
+    default: "ppu-oracle",
+    description: "MQTT 5 shared-subscription group: instances in one group split the readings",
+  },
+  DATABASE_URL: {
+    type: "url",
+    secret: true,
+    description: "PostgreSQL URL of the journal; the embedded engine when empty",
+  },
+  DATA_DIR: {
+    type: "path",
+    default: ".data/oracle",
+    description: "data directory of the embedded journal ('memory' keeps it in memory)",
+  },
+  BATCH_INTERVAL_MS: {
+    type: "number",
+    default: 1000,
+    min: 50,
+    description: "how often the batch is submitted",
+  },
+  BATCH_MAX_READINGS: {
+    type: "number",
+    default: 100,
+    min: 1,
+    max: 500,
+    description: "readings per transaction",
+  },
+  CONFIRMATIONS: {
+    type: "number",
+    default: 1,
+    min: 1,
+    description: "blocks to wait before a reading counts as settled",
+  },
+  FUTURE_TOLERANCE_S: {
+    type: "number",
+    default: 300,
+    min: 0,
+    description: "how far a reading's timestamp may lie ahead of this clock",
+  },
+  LOG_LEVEL: {
+    type: "string",
+    default: "info",
+    choices: ["fatal", "error", "warn", "info", "debug", "trace", "silent"],
+    description: "least severe log level written (JSON lines on stdout)",
+  },
+  CHAIN_POLL_MS: {
+    type: "number",
+    default: 1000,
+    min: 50,
+    description: "how often contract events are read",
+  },
+});
+
+export type OracleConfig = Config<typeof oracleConfigSpec> & { privateKey: Hex };
+
+/** Loads and checks the configuration; the key comes from the variable or the file, never logged. */
+export function loadOracleConfig(
+  env: Record<string, string | undefined> = process.env,
+): OracleConfig {
+  const config = loadConfig(oracleConfigSpec, env);
+  let privateKey = config.ORACLE_PRIVATE_KEY as Hex | undefined;
+  if (!privateKey && config.ORACLE_KEY_FILE) {
+    privateKey = readFileSync(config.ORACLE_KEY_FILE, "utf8").trim() as Hex;
+  }
+  if (!privateKey || !/^0x[0-9a-fA-F]{64}$/.test(privateKey)) {
+    throw new ConfigError("The oracle needs its private key", {
+      details: "Set ORACLE_PRIVATE_KEY or ORACLE_KEY_FILE to a 32-byte hex key (0x…).",
+    });
+  }
+  return { ...config, privateKey };
+}

@@ -1,0 +1,347 @@
+/**
+ * The oracle service: MQTT in, verification, durable journal, batched submission, status out.
+ *
+ * `start()` connects everything; `stop()` stops taking messages, lets the messages in hand finish,
+ * submits what is journaled, then closes the broker connection, the chain watcher and the journal.
+ */
+import { readFileSync } from "node:fs";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { createPublicClient, createWalletClient, http, type Hex, type PublicClient } from "viem";
+import { createNonceManager, jsonRpc } from "viem/nonce";
+import { privateKeyToAccount } from "viem/accounts";
+import { payPerUseAbi } from "../shared/artifacts.ts";
+import { openDatabase, type Database } from "../shared/db.ts";
+import { chainFor } from "../shared/deployment.ts";
+import { createLogger } from "../shared/logger.ts";
+import {
+  PROTOCOL_VERSION,
+  READINGS_WILDCARD,
+  machineIdFromTopic,
+  sharedReadingsSubscription,
+  statusTopic,
+  type StatusMessage,
+} from "../shared/protocol.ts";
+import { ChainState, TRUST_ORACLE_ATTESTED, type ContractEvent } from "./chain-state.ts";
+import type { OracleConfig } from "./config.ts";
+import { startEmbeddedBroker, type EmbeddedBroker } from "./embedded-broker.ts";
+import { Journal } from "./journal.ts";
+import { Submitter } from "./submitter.ts";
+import { verifyReadingMessage, type LastAccepted } from "./verify.ts";
+
+export interface OracleStats {
+  received: number;
+  accepted: number;
+  rejected: Record<string, number>;
+  settled: number;
+  batches: number;
+}
+
+export interface Oracle {
+  readonly brokerUrl: string;
+  readonly stats: OracleStats;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Submits what is journaled now, instead of waiting for the next interval. */
+  flush(): Promise<void>;
+}
+
+export function createOracle(config: OracleConfig): Oracle {
+  const log = createLogger("oracle", config.LOG_LEVEL);
+  const abi = payPerUseAbi();
+  const address = config.CONTRACT_ADDRESS as Hex;
+  // This instance's own nonce manager: it hands out nonces locally and is reset after a failed send.
+  const nonces = createNonceManager({ source: jsonRpc() });
+  const account = privateKeyToAccount(config.privateKey, { nonceManager: nonces });
+  const stats: OracleStats = { received: 0, accepted: 0, rejected: {}, settled: 0, batches: 0 };
+  const lastAccepted = new Map<bigint, LastAccepted>();
+  const inFlight = new Set<Promise<void>>();
+
+  let db: Database;
+  let journal: Journal;
+  let client: PublicClient;
+  let chain: ChainState;
+  let submitter: Submitter;
+  let broker: EmbeddedBroker | undefined;
+  let mqttClient: MqttClient;
+  let brokerUrl = config.MQTT_URL ?? "";
+  let chainId = 0;
+  let batchTimer: NodeJS.Timeout | undefined;
+  let submitting: Promise<void> | undefined;
+  let stopping = false;
+
+  function publishStatus(status: Omit<StatusMessage, "v" | "at">): void {
+    if (!mqttClient?.connected) return;
+    const message: StatusMessage = {
+      v: PROTOCOL_VERSION,
+      at: Math.floor(Date.now() / 1000),
+      ...status,
+    };
+    mqttClient.publish(statusTopic(status.machineId), JSON.stringify(message), {
+      qos: 1,
+      retain: true,
+    });
+  }
+
+  async function onChainEvents(events: ContractEvent[]): Promise<void> {
+    for (const event of events) {
+      const agreementId = event.args.agreementId as bigint | undefined;
+      if (agreementId === undefined) continue;
+      const state =
+        event.eventName === "LowBalance"
+          ? "low_balance"
+          : event.eventName === "AgreementSuspended"
+            ? "suspended"
+            : event.eventName === "AgreementEnded" || event.eventName === "AgreementClosed"
+              ? "ended"
+              : event.eventName === "SpendingCapReached"
+                ? "cap_reached"
+                : undefined;
+      if (state === undefined) continue;
+      const agreement = await chain.agreement(agreementId).catch(() => undefined);
+      if (agreement === undefined) continue;
+      publishStatus({
+        machineId: agreement.machineId,
+        agreementId: agreementId.toString(),
+        state,
+        txHash: event.transactionHash ?? undefined,
+      });
+    }
+  }
+
+  async function handle(topic: string, payload: Buffer): Promise<void> {
+    stats.received++;
+    const result = await verifyReadingMessage(topic, payload, {
+      domain: { chainId, verifyingContract: address },
+      chain,
+      futureToleranceS: BigInt(config.FUTURE_TOLERANCE_S),
+      nowS: () => BigInt(Math.floor(Date.now() / 1000)),
+      async lastAccepted(agreementId, agreement) {
+        let last = lastAccepted.get(agreementId);
+        if (last === undefined) {
+          last = await journal.newest(agreementId);
+          if (last === undefined && agreement.cumulativeUnits > 0n) {
+            last = {
+              cumulativeUnits: agreement.cumulativeUnits,
+              timestamp: agreement.lastReadingAt,
+              signature: "",
+            };
+          }
+          if (last !== undefined) lastAccepted.set(agreementId, last);
+        }
+        return last;
+      },
+    });
+    if (!result.ok) {
+      stats.rejected[result.reason] = (stats.rejected[result.reason] ?? 0) + 1;
+      log.debug({ topic, reason: result.reason, detail: result.detail }, "reading refused");
+      const machineId = result.machineId ?? machineIdFromTopic(topic);
+      if (machineId) {
+        publishStatus({
+          machineId,
+          agreementId: result.agreementId ?? "",
+          state: "rejected",
+          reason: result.reason,
+          detail: result.detail,
+          cumulativeUnits: result.cumulativeUnits,
+        });
+      }
+      return;
+    }
+    const { reading } = result;
+    // Claim the meter before the write so that a concurrent duplicate is refused as stale.
+    const previous = lastAccepted.get(reading.agreementId);
+    lastAccepted.set(reading.agreementId, {
+      cumulativeUnits: reading.cumulativeUnits,
+      timestamp: reading.timestamp,
+      signature: payload.toString("utf8").match(/"signature"\s*:\s*"([^"]*)"/)?.[1] ?? "",
+    });
+    try {
+      await journal.append({
+        agreementId: reading.agreementId,
+        machineId: reading.machineId,
+        cumulativeUnits: reading.cumulativeUnits,
+        timestamp: reading.timestamp,
+        signature: result.signature,
+        attested: result.machine.trustMode === TRUST_ORACLE_ATTESTED,
+      });
+    } catch (error) {
+      if (previous) lastAccepted.set(reading.agreementId, previous);
+      else lastAccepted.delete(reading.agreementId);
+      throw error;
+    }
+    stats.accepted++;
+    publishStatus({
+      machineId: reading.machineId,
+      agreementId: reading.agreementId.toString(),
+      state: "accepted",
+      cumulativeUnits: reading.cumulativeUnits.toString(),
+    });
+  }
+
+  async function submit(): Promise<void> {
+    if (submitting) return submitting;
+    submitting = (async () => {
+      try {
+        const outcome = await submitter.submitOnce();
+        if (outcome.settled.length + outcome.skipped.length > 0) stats.batches++;
+        for (const s of outcome.settled) {
+          stats.settled++;
+          publishStatus({
+            machineId: s.machineId,
+            agreementId: s.agreementId.toString(),
+            state: s.escrow === 0n && (s.debt ?? 0n) > 0n ? "exhausted" : "settled",
+            cumulativeUnits: s.cumulativeUnits.toString(),
+            txHash: s.txHash ?? undefined,
+            escrow: s.escrow?.toString(),
+          });
+          if (s.escrow === 0n && (s.debt ?? 0n) > 0n) {
+            // The reading is settled too: say so first so the machine may drop it, then that it must stop.
+            publishStatus({
+              machineId: s.machineId,
+              agreementId: s.agreementId.toString(),
+              state: "settled",
+              cumulativeUnits: s.cumulativeUnits.toString(),
+              txHash: s.txHash ?? undefined,
+            });
+          }
+        }
+        for (const s of outcome.skipped) {
+          publishStatus({
+            machineId: s.machineId,
+            agreementId: s.agreementId.toString(),
+            state: "rejected",
+            reason: s.reason,
+            cumulativeUnits: s.cumulativeUnits.toString(),
+            txHash: s.txHash,
+          });
+        }
+      } catch (error) {
+        nonces.reset({ address: account.address, chainId });
+        log.error(
+          { err: error instanceof Error ? error.message : String(error) },
+          "submission failed; retrying next interval",
+        );
+      } finally {
+        submitting = undefined;
+      }
+    })();
+    return submitting;
+  }
+
+  function scheduleBatch(): void {
+    if (stopping) return;
+    batchTimer = setTimeout(async () => {
+      await submit();
+      scheduleBatch();
+    }, config.BATCH_INTERVAL_MS);
+  }
+
+  return {
+    get brokerUrl() {
+      return brokerUrl;
+    },
+    stats,
+    async start() {
+      const dataDir = config.DATA_DIR === "memory" ? undefined : config.DATA_DIR;
+      db = await openDatabase({ url: config.DATABASE_URL, dataDir });
+      journal = await Journal.open(db);
+      const chainDef = await chainFor(config.RPC_URL);
+      chainId = chainDef.id;
+      client = createPublicClient({
+        chain: chainDef,
+        transport: http(config.RPC_URL),
+      }) as PublicClient;
+      const wallet = createWalletClient({
+        account,
+        chain: chainDef,
+        transport: http(config.RPC_URL),
+      });
+      chain = new ChainState(client, address, abi, (events) => void onChainEvents(events));
+      await chain.start(config.CHAIN_POLL_MS);
+      submitter = new Submitter({
+        client,
+        wallet,
+        account,
+        address,
+        abi,
+        domain: { chainId, verifyingContract: address },
+        privateKey: config.privateKey,
+        journal,
+        chain,
+        maxReadings: config.BATCH_MAX_READINGS,
+        confirmations: config.CONFIRMATIONS,
+        log,
+      });
+
+      const embedded = !config.MQTT_URL;
+      if (embedded) {
+        broker = await startEmbeddedBroker();
+        brokerUrl = broker.url;
+      }
+      const options: IClientOptions = {
+        // The embedded broker speaks MQTT 3.1.1; real brokers get MQTT 5 and shared subscriptions.
+        protocolVersion: embedded ? 4 : 5,
+        clientId: `ppu-oracle-${account.address.slice(2, 10).toLowerCase()}`,
+        clean: false,
+        ...(embedded ? {} : { properties: { sessionExpiryInterval: 3600 } }),
+        username: config.MQTT_USERNAME,
+        password: config.MQTT_PASSWORD,
+        ca: config.MQTT_CA_FILE ? readFileSync(config.MQTT_CA_FILE) : undefined,
+        reconnectPeriod: 1000,
+      };
+      mqttClient = await mqtt.connectAsync(brokerUrl, options);
+      // Acknowledge (PUBACK) only after the message is handled: journaled, or refused for good.
+      mqttClient.handleMessage = (packet, done) => {
+        const work = handle(packet.topic, Buffer.from(packet.payload as Buffer)).then(
+          () => done(),
+          (error: unknown) => {
+            log.error(
+              { err: error instanceof Error ? error.message : String(error) },
+              "could not journal a reading; it stays unacknowledged",
+            );
+            // Without PUBACK the broker delivers the message again after the reconnect.
+            mqttClient.end(true, {}, () => mqttClient.reconnect());
+          },
+        );
+        inFlight.add(work);
+        void work.finally(() => inFlight.delete(work));
+      };
+      await mqttClient.subscribeAsync(
+        embedded ? READINGS_WILDCARD : sharedReadingsSubscription(config.MQTT_SHARE_GROUP),
+        {
+          qos: 1,
+        },
+      );
+      scheduleBatch();
+      log.info(
+        { broker: brokerUrl, contract: address, chainId, journal: db.kind },
+        "oracle started",
+      );
+    },
+    flush: submit,
+    async stop() {
+      stopping = true;
+      if (batchTimer) clearTimeout(batchTimer);
+      await mqttClient
+        ?.unsubscribeAsync(
+          embedded(config)
+            ? READINGS_WILDCARD
+            : sharedReadingsSubscription(config.MQTT_SHARE_GROUP),
+        )
+        .catch(() => {});
+      await Promise.allSettled([...inFlight]);
+      await journal?.flush();
+      await submitting;
+      await submit();
+      await mqttClient?.endAsync();
+      await chain?.stop();
+      await db?.close();
+      await broker?.stop();
+      log.info({ stats }, "oracle stopped");
+    },
+  };
+}
+
+function embedded(config: OracleConfig): boolean {
+  return !config.MQTT_URL;
+}

@@ -1,0 +1,308 @@
+/**
+ * A real chain (the in-process Hardhat network served as JSON-RPC), the deployed contracts, machines of
+ * both key types and both trust modes with open agreements, and an MQTT client playing the machines.
+ */
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import mqtt, { type MqttClient } from "mqtt";
+import {
+  createPublicClient,
+  createWalletClient,
+  http,
+  parseEventLogs,
+  type Abi,
+  type Address,
+  type Hex,
+  type PublicClient,
+} from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { loadArtifact, payPerUseAbi } from "../../services/shared/artifacts.ts";
+import { chainFor } from "../../services/shared/deployment.ts";
+import { deploySuite, startDevChain, type DevChain } from "../../services/shared/devchain.ts";
+import type { ReadingDomain } from "../../services/shared/eip712.ts";
+import {
+  PROTOCOL_VERSION,
+  readingsTopic,
+  statusTopic,
+  type StatusMessage,
+} from "../../services/shared/protocol.ts";
+import {
+  publicKeyOf,
+  signReading,
+  type DeviceSigningKey,
+} from "../../services/shared/signatures.ts";
+
+export interface TestMachine {
+  machineId: Hex;
+  key?: DeviceSigningKey;
+  agreementId: bigint;
+}
+
+export interface Harness {
+  chain: DevChain;
+  client: PublicClient;
+  abi: Abi;
+  payPerUse: Address;
+  domain: ReadingDomain;
+  oracleKey: Hex;
+  k1: TestMachine;
+  p256: TestMachine;
+  attested: TestMachine;
+  /** A machine whose agreement the others may try to use. */
+  other: TestMachine;
+  owner: ReturnType<typeof privateKeyToAccount>;
+  /** Seconds the chain's clock runs ahead of this one (each setup transaction mines a block). */
+  clockOffset: number;
+  write(functionName: string, args: unknown[], from?: Hex): Promise<void>;
+  agreement(id: bigint): Promise<{ cumulativeUnits: bigint; totalCharged: bigint; status: number }>;
+  stop(): Promise<void>;
+}
+
+const ZERO32 = `0x${"00".repeat(32)}` as Hex;
+
+export async function startHarness(): Promise<Harness> {
+  const chain = await startDevChain();
+  const [deployer, bank, owner, lessee, oracle] = chain.accounts;
+  const deployment = await deploySuite({
+    rpcUrl: chain.rpcUrl,
+    deployerKey: deployer!.privateKey,
+    bank: bank!.address,
+    oracleSigners: [oracle!.address],
+    threshold: 1,
+  });
+  const chainDef = await chainFor(chain.rpcUrl);
+  const client = createPublicClient({
+    chain: chainDef,
+    transport: http(chain.rpcUrl),
+  }) as PublicClient;
+  const abi = payPerUseAbi();
+  const tokenAbi = loadArtifact("MockEURC").abi;
+
+  async function send(to: Address, abiOf: Abi, functionName: string, args: unknown[], key: Hex) {
+    const wallet = createWalletClient({
+      account: privateKeyToAccount(key),
+      chain: chainDef,
+      transport: http(chain.rpcUrl),
+    });
+    const hash = await wallet.writeContract({
+      address: to,
+      abi: abiOf,
+      functionName,
+      args,
+    } as never);
+    const receipt = await client.waitForTransactionReceipt({ hash });
+    if (receipt.status !== "success") throw new Error(`${functionName} reverted`);
+    return receipt;
+  }
+
+  await send(
+    deployment.token,
+    tokenAbi,
+    "mint",
+    [lessee!.address, 10n ** 15n],
+    deployer!.privateKey,
+  );
+  await send(
+    deployment.token,
+    tokenAbi,
+    "approve",
+    [deployment.payPerUse, 2n ** 255n],
+    lessee!.privateKey,
+  );
+
+  async function machine(
+    trustMode: 0 | 1,
+    key?: DeviceSigningKey,
+    maxUnitsPerHour = 0n,
+  ): Promise<TestMachine> {
+    const machineId = `0x${randomBytes(32).toString("hex")}` as Hex;
+    const pub = key ? publicKeyOf(key) : undefined;
+    const deviceKey =
+      pub === undefined
+        ? { keyType: 0, x: ZERO32, y: ZERO32 }
+        : pub.keyType === "secp256k1"
+          ? { keyType: 1, x: `0x${pub.address.slice(2).padStart(64, "0")}` as Hex, y: ZERO32 }
+          : { keyType: 2, x: pub.x, y: pub.y };
+    await send(
+      deployment.payPerUse,
+      abi,
+      "registerMachine",
+      [machineId, owner!.address, trustMode, maxUnitsPerHour, deviceKey],
+      owner!.privateKey,
+    );
+    await send(
+      deployment.payPerUse,
+      abi,
+      "publishTariff",
+      [
+        machineId,
+        {
+          token: deployment.token,
+          unit: "kWh",
+          price: 250_000n,
+          unitScale: 1_000n,
+          tiers: [],
+          minimumCharge: 0n,
+          baseFee: 0n,
+          period: 0n,
+        },
+      ],
+      owner!.privateKey,
+    );
+    const block = await client.getBlock();
+    const receipt = await send(
+      deployment.payPerUse,
+      abi,
+      "openAgreement",
+      [
+        {
+          machineId,
+          tariffVersion: 1,
+          deposit: 1_000_000_000n,
+          endTime: block.timestamp + 30n * 86_400n,
+          spendingCap: 0n,
+          capPeriod: 0n,
+          lowBalanceThreshold: 0n,
+          disputeWindow: 86_400n,
+          mandateRef: ZERO32,
+        },
+      ],
+      lessee!.privateKey,
+    );
+    const [opened] = parseEventLogs({
+      abi,
+      logs: receipt.logs,
+      eventName: "AgreementOpened",
+    }) as unknown as { args: { agreementId: bigint } }[];
+    return { machineId, key, agreementId: opened!.args.agreementId };
+  }
+
+  const k1 = await machine(
+    0,
+    { keyType: "secp256k1", privateKey: `0x${randomBytes(32).toString("hex")}` as Hex },
+    3_600_000n,
+  );
+  const p256 = await machine(0, {
+    keyType: "p256",
+    privateKey: generateKeyPairSync("ec", { namedCurve: "prime256v1" }).privateKey,
+  });
+  const attested = await machine(1);
+  const other = await machine(0, {
+    keyType: "secp256k1",
+    privateKey: `0x${randomBytes(32).toString("hex")}` as Hex,
+  });
+
+  const head = await client.getBlock();
+  const clockOffset = Math.max(0, Number(head.timestamp) - Math.floor(Date.now() / 1000));
+
+  return {
+    clockOffset,
+    chain,
+    client,
+    abi,
+    payPerUse: deployment.payPerUse,
+    domain: { chainId: chainDef.id, verifyingContract: deployment.payPerUse },
+    oracleKey: oracle!.privateKey,
+    k1,
+    p256,
+    attested,
+    other,
+    owner: privateKeyToAccount(owner!.privateKey),
+    async write(functionName, args, from = owner!.privateKey) {
+      await send(deployment.payPerUse, abi, functionName, args, from);
+    },
+    async agreement(id) {
+      const a = (await client.readContract({
+        address: deployment.payPerUse,
+        abi,
+        functionName: "getAgreement",
+        args: [id],
+      })) as {
+        cumulativeUnits: bigint;
+        totalCharged: bigint;
+        status: number;
+      };
+      return {
+        cumulativeUnits: a.cumulativeUnits,
+        totalCharged: a.totalCharged,
+        status: Number(a.status),
+      };
+    },
+    stop: () => chain.stop(),
+  };
+}
+
+/** The JSON a machine publishes for a reading. */
+export function readingMessage(
+  h: Harness,
+  m: TestMachine,
+  cumulativeUnits: bigint,
+  timestamp?: number,
+) {
+  const ts = BigInt(timestamp ?? Math.floor(Date.now() / 1000) + h.clockOffset);
+  const reading = {
+    agreementId: m.agreementId,
+    machineId: m.machineId,
+    cumulativeUnits,
+    timestamp: ts,
+  };
+  return {
+    v: PROTOCOL_VERSION,
+    agreementId: m.agreementId.toString(),
+    machineId: m.machineId,
+    cumulativeUnits: cumulativeUnits.toString(),
+    timestamp: Number(ts),
+    signature: m.key ? signReading(h.domain, reading, m.key) : "0x",
+  };
+}
+
+/** An MQTT client that publishes for the machines and collects every status they are sent. */
+export class MachineSide {
+  readonly statuses: StatusMessage[] = [];
+  private constructor(readonly client: MqttClient) {
+    client.on("message", (_topic, payload) =>
+      this.statuses.push(JSON.parse(payload.toString()) as StatusMessage),
+    );
+  }
+
+  static async connect(
+    url: string,
+    machines: TestMachine[],
+    protocolVersion: 4 | 5,
+  ): Promise<MachineSide> {
+    const client = await mqtt.connectAsync(url, {
+      protocolVersion,
+      clientId: `machines-${randomBytes(4).toString("hex")}`,
+    });
+    const side = new MachineSide(client);
+    for (const m of machines) await client.subscribeAsync(statusTopic(m.machineId), { qos: 1 });
+    return side;
+  }
+
+  async publish(m: TestMachine, payload: unknown): Promise<void> {
+    const body =
+      typeof payload === "string" || Buffer.isBuffer(payload) ? payload : JSON.stringify(payload);
+    await this.client.publishAsync(readingsTopic(m.machineId), body as string, { qos: 1 });
+  }
+
+  async waitFor(
+    predicate: (s: StatusMessage) => boolean,
+    what: string,
+    timeoutMs = 20_000,
+  ): Promise<StatusMessage> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.statuses.find(predicate);
+      if (found) return found;
+      if (Date.now() > deadline) {
+        throw new Error(
+          `no status ${what} within ${timeoutMs} ms; got ${JSON.stringify(this.statuses.slice(-5))}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  close(): Promise<void> {
+    return this.client.endAsync();
+  }
+}
