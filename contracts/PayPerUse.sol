@@ -120,6 +120,9 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         uint128 openDebitId;
         // slot 8
         bytes32 mandateRef;
+        // slot 9 — set when a refunded collection had already been paid out: the bank that is owed the part
+        // of later funding that refills `funded` up to `paidOut`.
+        address refundCreditor;
     }
 
     mapping(bytes32 machineId => MachineData) private _machines;
@@ -566,7 +569,7 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         // Effect
         d.status = DebitStatus.Collected;
         a.openDebitId = 0;
-        a.funded = _toUint96(uint256(a.funded) + d.amount);
+        _addFunds(a, d.amount);
         emit DirectDebitCollected(debitId, d.agreementId, d.amount);
         _reinstateIfPaid(d.agreementId, a);
 
@@ -595,11 +598,14 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
             // The collected money went back to the debtor: the debt re-opens, and the bank is credited what the
             // agreement still holds of it (tokens held = funded - paidOut). Any part already paid out to the
             // owner cannot be clawed back here and is the bank's to recover.
-            uint256 held = uint256(a.funded) - a.paidOut;
+            // The part already paid out to the owner is owed to the bank from the agreement's next funding: while
+            // `funded` is below `paidOut`, new money goes to the bank (see _addFunds), so nobody is paid twice.
+            uint256 funded = a.funded;
+            uint256 paidOut = a.paidOut;
+            uint256 held = funded > paidOut ? funded - paidOut : 0;
             uint256 reclaimed = d.amount < held ? d.amount : held;
-            uint256 funded = a.funded >= d.amount ? a.funded - d.amount : 0;
-            a.funded = uint96(funded);
-            if (a.paidOut > funded) a.paidOut = uint96(funded);
+            a.funded = uint96(funded >= d.amount ? funded - d.amount : 0);
+            if (reclaimed < d.amount) a.refundCreditor = msg.sender;
             if (reclaimed > 0) _earnings[msg.sender][d.token] += reclaimed;
         } else {
             a.openDebitId = 0;
@@ -621,7 +627,7 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         if (amount > debt) revert PayPerUse_AmountAboveDebt(agreementId, amount, debt);
 
         // Effect
-        a.funded = _toUint96(uint256(a.funded) + amount);
+        _addFunds(a, amount);
         emit DebtRepaid(agreementId, msg.sender, amount, debt - amount);
         _reinstateIfPaid(agreementId, a);
 
@@ -707,6 +713,9 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         uint256 period = t.period;
         if (period == 0 || t.baseFee == 0 || until < a.startTime) return 0;
         uint256 started = (until - a.startTime) / period + 1;
+        // A period that would start exactly at (or after) the end is not part of the agreement.
+        uint256 inAgreement = (uint256(a.endTime) - a.startTime + period - 1) / period;
+        if (started > inAgreement) started = inAgreement;
         uint256 charged = a.baseFeePeriodsCharged;
         if (started <= charged) return 0;
         a.baseFeePeriodsCharged = uint32(started);
@@ -824,7 +833,7 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
 
         // Effect
         uint256 debtBefore = _debtOf(a);
-        a.funded = _toUint96(uint256(a.funded) + amount);
+        _addFunds(a, amount);
         emit EscrowToppedUp(agreementId, msg.sender, amount, _escrowOf(a), amount < debtBefore ? amount : debtBefore);
         _reinstateIfPaid(agreementId, a);
 
@@ -885,7 +894,22 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
     function _unsettledOf(AgreementData storage a) private view returns (uint256) {
         (uint256 funded, uint256 charged) = (a.funded, a.charged);
         uint256 earned = funded < charged ? funded : charged;
-        return earned - a.paidOut;
+        uint256 paidOut = a.paidOut;
+        // After a refunded collection `funded` may lie below what was already paid out: nothing is owed then.
+        return earned > paidOut ? earned - paidOut : 0;
+    }
+
+    /// @dev Adds money to an agreement. While a refunded collection left `funded` below `paidOut`, the money that
+    /// refills that gap belongs to the bank that refunded it (it was paid to the owner once already).
+    function _addFunds(AgreementData storage a, uint256 amount) private {
+        uint256 fundedBefore = a.funded;
+        uint256 fundedAfter = fundedBefore + amount;
+        uint256 paidOut = a.paidOut;
+        if (fundedBefore < paidOut) {
+            uint256 toBank = (fundedAfter < paidOut ? fundedAfter : paidOut) - fundedBefore;
+            _earnings[a.refundCreditor][a.token] += toBank;
+        }
+        a.funded = _toUint96(fundedAfter);
     }
 
     /*//////////////////////////////////////////////////////////////

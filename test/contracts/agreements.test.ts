@@ -250,6 +250,33 @@ describe("PayPerUse: agreements and escrow", function () {
         .withArgs(id, 3n * ONE, 7n * ONE);
     });
 
+    it("does not charge a base-fee period that would start exactly at the end", async () => {
+      const f = await loadDeployment();
+      await f.ppu.connect(f.owner).getFunction("publishTariff")(
+        f.k1Machine,
+        tariff({ token: await f.eurc.getAddress(), baseFee: ONE, period: DAY }),
+      );
+      const start = (await now()) + 100n;
+      await networkHelpers.time.setNextBlockTimestamp(start - 1n);
+      const params = await openParams({
+        machineId: f.k1Machine,
+        tariffVersion: 2,
+        deposit: 10n * ONE,
+        endTime: start + 2n * DAY,
+        disputeWindow: 0n,
+      });
+      await f.eurc.connect(f.lessee).getFunction("approve")(f.ppuAddress, params.deposit);
+      await networkHelpers.time.setNextBlockTimestamp(start);
+      await f.ppu.connect(f.lessee).getFunction("openAgreement")(params);
+      const id = (await f.ppu.agreementCount()) as bigint;
+      expect((await f.ppu.getAgreement(id)).startTime).to.equal(start);
+      // A two-day agreement with a daily fee: two fees, even when the close looks at the very end.
+      await networkHelpers.time.increaseTo(start + 2n * DAY + 1n);
+      await expect(f.ppu.getFunction("closeAgreement")(id))
+        .to.emit(f.ppu, "AgreementClosed")
+        .withArgs(id, 8n * ONE, 2n * ONE);
+    });
+
     it("closing with debt refunds nothing and keeps the debt collectable", async () => {
       const f = await loadDeployment();
       const id = await openAgreement(f, {

@@ -233,7 +233,7 @@ describe("PayPerUse: settlement and direct debit", function () {
       expect(active.escrow).to.equal(3n * ONE);
     });
 
-    it("a refund after the collection was already paid out re-opens the debt; the bank is credited nothing", async () => {
+    it("a refund after the collection was already paid out re-opens the debt; its repayment goes to the bank, not to the owner twice", async () => {
       const f = await loadDeployment();
       const id = await inDebt(f);
       await f.ppu.getFunction("settle")([id]);
@@ -260,6 +260,20 @@ describe("PayPerUse: settlement and direct debit", function () {
         "AgreementReinstated",
       );
       expect((await f.ppu.getAgreement(id)).debt).to.equal(0n);
+      // The repayment refills what the owner was already paid: it is the bank's, not the owner's again.
+      const token = await f.eurc.getAddress();
+      expect(await f.ppu.unsettledEarnings(id)).to.equal(0n);
+      expect(await f.ppu.earnings(f.bank.address, token)).to.equal(2n * ONE);
+      await expect(f.ppu.getFunction("settle")([id])).not.to.emit(f.ppu, "EarningsPaid");
+      await expect(f.ppu.connect(f.bank).getFunction("withdraw")(token)).to.changeTokenBalances(
+        ethers,
+        f.eurc,
+        [f.bank, f.ppu],
+        [2n * ONE, -2n * ONE],
+      );
+      expect(await f.eurc.balanceOf(f.ppuAddress)).to.equal(
+        (await f.ppu.getAgreement(id)).escrow + (await f.ppu.unsettledEarnings(id)),
+      );
     });
 
     it("a partial payment reduces the debt but keeps the agreement suspended", async () => {
