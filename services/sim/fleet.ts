@@ -129,7 +129,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       machineId,
       owner.address,
       key ? 0 : 1,
-      3_600_000n,
+      36_000_000n,
       deviceKey,
     ]);
     await send(options.ownerKey, options.payPerUse, abi, "publishTariff", [
@@ -171,7 +171,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       machineId,
       keyType,
       agreementId: opened!.args.agreementId,
-      rate: 20 + 15 * i,
+      rate: 150 + 100 * i,
       measured: 0n,
       settled: 0n,
       state: "serving",
