@@ -29,6 +29,13 @@ export const oracleConfigSpec = defineConfig({
     description:
       "broker URL (mqtt://, mqtts://, ws://); an embedded broker on a free port when empty",
   },
+  MQTT_PROTOCOL_VERSION: {
+    type: "number",
+    default: 5,
+    min: 4,
+    max: 5,
+    description: "5 (shared subscriptions) or 4 for brokers that speak only MQTT 3.1.1",
+  },
   MQTT_USERNAME: { type: "string", description: "broker user name" },
   MQTT_PASSWORD: { type: "string", secret: true, description: "broker password" },
   MQTT_CA_FILE: { type: "path", mustExist: true, description: "CA certificate for TLS brokers" },

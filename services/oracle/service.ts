@@ -68,6 +68,7 @@ export function createOracle(config: OracleConfig): Oracle {
   let batchTimer: NodeJS.Timeout | undefined;
   let submitting: Promise<void> | undefined;
   let stopping = false;
+  let subscription: string | undefined;
 
   function publishStatus(status: Omit<StatusMessage, "v" | "at">): void {
     if (!mqttClient?.connected) return;
@@ -274,16 +275,17 @@ export function createOracle(config: OracleConfig): Oracle {
       });
 
       const embedded = !config.MQTT_URL;
+      // The embedded broker speaks MQTT 3.1.1; elsewhere MQTT 5 (shared subscriptions) unless told otherwise.
+      const v5 = !embedded && config.MQTT_PROTOCOL_VERSION === 5;
       if (embedded) {
         broker = await startEmbeddedBroker();
         brokerUrl = broker.url;
       }
       const options: IClientOptions = {
-        // The embedded broker speaks MQTT 3.1.1; real brokers get MQTT 5 and shared subscriptions.
-        protocolVersion: embedded ? 4 : 5,
+        protocolVersion: v5 ? 5 : 4,
         clientId: `ppu-oracle-${account.address.slice(2, 10).toLowerCase()}`,
         clean: false,
-        ...(embedded ? {} : { properties: { sessionExpiryInterval: 3600 } }),
+        ...(v5 ? { properties: { sessionExpiryInterval: 3600 } } : {}),
         username: config.MQTT_USERNAME,
         password: config.MQTT_PASSWORD,
         ca: config.MQTT_CA_FILE ? readFileSync(config.MQTT_CA_FILE) : undefined,
@@ -306,12 +308,10 @@ export function createOracle(config: OracleConfig): Oracle {
         inFlight.add(work);
         void work.finally(() => inFlight.delete(work));
       };
-      await mqttClient.subscribeAsync(
-        embedded ? READINGS_WILDCARD : sharedReadingsSubscription(config.MQTT_SHARE_GROUP),
-        {
-          qos: 1,
-        },
-      );
+      subscription = v5 ? sharedReadingsSubscription(config.MQTT_SHARE_GROUP) : READINGS_WILDCARD;
+      await mqttClient.subscribeAsync(subscription, {
+        qos: 1,
+      });
       scheduleBatch();
       log.info(
         { broker: brokerUrl, contract: address, chainId, journal: db.kind },
@@ -322,13 +322,7 @@ export function createOracle(config: OracleConfig): Oracle {
     async stop() {
       stopping = true;
       if (batchTimer) clearTimeout(batchTimer);
-      await mqttClient
-        ?.unsubscribeAsync(
-          embedded(config)
-            ? READINGS_WILDCARD
-            : sharedReadingsSubscription(config.MQTT_SHARE_GROUP),
-        )
-        .catch(() => {});
+      if (subscription) await mqttClient?.unsubscribeAsync(subscription).catch(() => {});
       await Promise.allSettled([...inFlight]);
       await journal?.flush();
       await submitting;
@@ -340,8 +334,4 @@ export function createOracle(config: OracleConfig): Oracle {
       log.info({ stats }, "oracle stopped");
     },
   };
-}
-
-function embedded(config: OracleConfig): boolean {
-  return !config.MQTT_URL;
 }
