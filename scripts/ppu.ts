@@ -1,0 +1,25 @@
+#!/usr/bin/env -S npx tsx
+import { Command } from "commander";
+import { payPerUseAbi } from "../services/shared/artifacts.ts";
+import { registerDeployCommand } from "./commands/deploy.ts";
+import { explainRevert } from "./commands/revert.ts";
+
+const program = new Command();
+program
+  .name("ppu")
+  .description("Pay-per-use platform command line")
+  .addHelpText("after", "\nExample:\n  $ ppu deploy --help");
+registerDeployCommand(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  let message: string;
+  try {
+    message = explainRevert(error, payPerUseAbi());
+  } catch {
+    message = error instanceof Error ? error.message : String(error);
+  }
+  process.stderr.write(`${message}\n`);
+  process.exitCode = 1;
+}
