@@ -69,6 +69,7 @@ try {
       CONTRACT_ADDRESS: deployment.payPerUse,
       ORACLE_PRIVATE_KEY: oracleSigner!.privateKey,
       DATA_DIR: "memory",
+      HEALTH_PORT: process.env.HEALTH_PORT ?? "0",
       BATCH_INTERVAL_MS: "1000",
       CHAIN_POLL_MS: "500",
       LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",

@@ -85,6 +85,13 @@ export const oracleConfigSpec = defineConfig({
     choices: ["fatal", "error", "warn", "info", "debug", "trace", "silent"],
     description: "least severe log level written (JSON lines on stdout)",
   },
+  HEALTH_PORT: {
+    type: "number",
+    default: 9464,
+    min: -1,
+    max: 65535,
+    description: "port of /metrics, /healthz and /readyz on 127.0.0.1 (0 = a free port, -1 = none)",
+  },
   CHAIN_POLL_MS: {
     type: "number",
     default: 1000,

@@ -25,6 +25,7 @@ import { ChainState, TRUST_ORACLE_ATTESTED, type ContractEvent } from "./chain-s
 import type { OracleConfig } from "./config.ts";
 import { startEmbeddedBroker, type EmbeddedBroker } from "./embedded-broker.ts";
 import { Journal } from "./journal.ts";
+import { OracleMetrics, startHealthServer, type HealthServer } from "./metrics.ts";
 import { Submitter } from "./submitter.ts";
 import { verifyReadingMessage, type LastAccepted } from "./verify.ts";
 
@@ -38,6 +39,8 @@ export interface OracleStats {
 
 export interface Oracle {
   readonly brokerUrl: string;
+  /** Port of /metrics, /healthz and /readyz, when served. */
+  readonly healthPort: number | undefined;
   readonly stats: OracleStats;
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -55,6 +58,8 @@ export function createOracle(config: OracleConfig): Oracle {
   const stats: OracleStats = { received: 0, accepted: 0, rejected: {}, settled: 0, batches: 0 };
   const lastAccepted = new Map<bigint, LastAccepted>();
   const inFlight = new Set<Promise<void>>();
+  const metrics = new OracleMetrics();
+  let health: HealthServer | undefined;
 
   let db: Database;
   let journal: Journal;
@@ -111,6 +116,8 @@ export function createOracle(config: OracleConfig): Oracle {
 
   async function handle(topic: string, payload: Buffer): Promise<void> {
     stats.received++;
+    metrics.received.inc();
+    const receivedAt = performance.now();
     const result = await verifyReadingMessage(topic, payload, {
       domain: { chainId, verifyingContract: address },
       chain,
@@ -134,6 +141,7 @@ export function createOracle(config: OracleConfig): Oracle {
     });
     if (!result.ok) {
       stats.rejected[result.reason] = (stats.rejected[result.reason] ?? 0) + 1;
+      metrics.rejected.inc({ reason: result.reason });
       log.debug({ topic, reason: result.reason, detail: result.detail }, "reading refused");
       const machineId = result.machineId ?? machineIdFromTopic(topic);
       if (machineId) {
@@ -171,6 +179,8 @@ export function createOracle(config: OracleConfig): Oracle {
       throw error;
     }
     stats.accepted++;
+    metrics.accepted.inc();
+    metrics.ackLatency.observe((performance.now() - receivedAt) / 1000);
     publishStatus({
       machineId: reading.machineId,
       agreementId: reading.agreementId.toString(),
@@ -184,9 +194,14 @@ export function createOracle(config: OracleConfig): Oracle {
     submitting = (async () => {
       try {
         const outcome = await submitter.submitOnce();
-        if (outcome.settled.length + outcome.skipped.length > 0) stats.batches++;
+        if (outcome.settled.length + outcome.skipped.length > 0) {
+          stats.batches++;
+          metrics.batchSize.observe(outcome.settled.length + outcome.skipped.length);
+          metrics.gasUsed.inc(Number(outcome.gasUsed));
+        }
         for (const s of outcome.settled) {
           stats.settled++;
+          metrics.settled.inc();
           publishStatus({
             machineId: s.machineId,
             agreementId: s.agreementId.toString(),
@@ -234,12 +249,32 @@ export function createOracle(config: OracleConfig): Oracle {
     batchTimer = setTimeout(async () => {
       await submit();
       scheduleBatch();
+      if (config.HEALTH_PORT >= 0) {
+        health = await startHealthServer(
+          metrics,
+          async () => ({
+            broker: mqttClient.connected,
+            journal: await db.query("SELECT 1").then(
+              () => true,
+              () => false,
+            ),
+            chain: await client.getBlockNumber().then(
+              () => true,
+              () => false,
+            ),
+          }),
+          config.HEALTH_PORT,
+        );
+      }
     }, config.BATCH_INTERVAL_MS);
   }
 
   return {
     get brokerUrl() {
       return brokerUrl;
+    },
+    get healthPort() {
+      return health?.port;
     },
     stats,
     async start() {
@@ -331,6 +366,7 @@ export function createOracle(config: OracleConfig): Oracle {
       await chain?.stop();
       await db?.close();
       await broker?.stop();
+      await health?.stop();
       log.info({ stats }, "oracle stopped");
     },
   };

@@ -91,6 +91,7 @@ describe("oracle under a corpus of hostile messages", function () {
         CONTRACT_ADDRESS: h.payPerUse,
         ORACLE_PRIVATE_KEY: h.oracleKey,
         DATA_DIR: "memory",
+        HEALTH_PORT: "0",
         BATCH_INTERVAL_MS: "200",
         CHAIN_POLL_MS: "200",
         LOG_LEVEL: "silent",

@@ -43,6 +43,7 @@ for (const broker of brokers) {
           MQTT_URL: broker.url,
           MQTT_SHARE_GROUP: `test-${randomBytes(4).toString("hex")}`,
           DATA_DIR: "memory",
+          HEALTH_PORT: "0",
           BATCH_INTERVAL_MS: "200",
           CHAIN_POLL_MS: "200",
           LOG_LEVEL: "warn",
@@ -145,6 +146,23 @@ for (const broker of brokers) {
       await side.publish(ghost, readingMessage(h, ghost, 1n));
       await side.waitFor(rejected(ghost, "unknown_machine"), "unknown_machine");
       expect((await h.agreement(m.agreementId)).cumulativeUnits).to.equal(5_000n);
+    });
+
+    it("serves Prometheus metrics, liveness and readiness", async () => {
+      const base = `http://127.0.0.1:${oracle.healthPort}`;
+      expect((await fetch(`${base}/healthz`)).status).to.equal(200);
+      const ready = await fetch(`${base}/readyz`);
+      expect(ready.status).to.equal(200);
+      expect(await ready.json()).to.deep.equal({
+        ready: true,
+        checks: { broker: true, journal: true, chain: true },
+      });
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      expect(metrics).to.match(/^ppu_oracle_readings_accepted_total [1-9]\d*$/m);
+      expect(metrics).to.match(
+        /^ppu_oracle_readings_rejected_total\{reason="malformed_json"\} [1-9]/m,
+      );
+      expect(metrics).to.match(/^ppu_oracle_ack_seconds_count [1-9]/m);
     });
 
     it("refuses a revoked key's readings from the revocation on", async () => {

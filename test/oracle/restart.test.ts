@@ -28,6 +28,7 @@ function startOracleProcess(h: Harness, brokerUrl: string, dataDir: string): Chi
       MQTT_URL: brokerUrl,
       MQTT_PROTOCOL_VERSION: "4",
       DATA_DIR: dataDir,
+      HEALTH_PORT: "0",
       BATCH_INTERVAL_MS: "150",
       CHAIN_POLL_MS: "150",
       LOG_LEVEL: "warn",
