@@ -1,5 +1,6 @@
 #!/usr/bin/env -S npx tsx
 import { Command } from "commander";
+import { registerDeviceCommands } from "../services/device/cli.ts";
 import { payPerUseAbi } from "../services/shared/artifacts.ts";
 import { registerDeployCommand } from "./commands/deploy.ts";
 import { explainRevert } from "./commands/revert.ts";
@@ -8,8 +9,12 @@ const program = new Command();
 program
   .name("ppu")
   .description("Pay-per-use platform command line")
-  .addHelpText("after", "\nExample:\n  $ ppu deploy --help");
+  .addHelpText(
+    "after",
+    "\nExamples:\n  $ ppu deploy --help\n  $ ppu device keygen --curve p256 --out device.pem",
+  );
 registerDeployCommand(program);
+registerDeviceCommands(program);
 
 try {
   await program.parseAsync(process.argv);
