@@ -249,23 +249,6 @@ export function createOracle(config: OracleConfig): Oracle {
     batchTimer = setTimeout(async () => {
       await submit();
       scheduleBatch();
-      if (config.HEALTH_PORT >= 0) {
-        health = await startHealthServer(
-          metrics,
-          async () => ({
-            broker: mqttClient.connected,
-            journal: await db.query("SELECT 1").then(
-              () => true,
-              () => false,
-            ),
-            chain: await client.getBlockNumber().then(
-              () => true,
-              () => false,
-            ),
-          }),
-          config.HEALTH_PORT,
-        );
-      }
     }, config.BATCH_INTERVAL_MS);
   }
 
@@ -347,6 +330,23 @@ export function createOracle(config: OracleConfig): Oracle {
       await mqttClient.subscribeAsync(subscription, {
         qos: 1,
       });
+      if (config.HEALTH_PORT >= 0) {
+        health = await startHealthServer(
+          metrics,
+          async () => ({
+            broker: mqttClient.connected,
+            journal: await db.query("SELECT 1").then(
+              () => true,
+              () => false,
+            ),
+            chain: await client.getBlockNumber().then(
+              () => true,
+              () => false,
+            ),
+          }),
+          config.HEALTH_PORT,
+        );
+      }
       scheduleBatch();
       log.info(
         { broker: brokerUrl, contract: address, chainId, journal: db.kind },

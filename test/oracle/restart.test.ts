@@ -59,6 +59,8 @@ describe("oracle restart safety", function () {
   let side: MachineSide;
   let oracle: ChildProcess | undefined;
   const dataDir = mkdtempSync(join(tmpdir(), "ppu-oracle-journal-"));
+  let publishing = false;
+  let publisher: Promise<void> | undefined;
 
   before(async () => {
     h = await startHarness();
@@ -67,6 +69,8 @@ describe("oracle restart safety", function () {
   });
 
   after(async () => {
+    publishing = false;
+    await publisher?.catch(() => {});
     if (oracle && oracle.exitCode === null) {
       const exited = new Promise((resolve) => oracle!.once("exit", resolve));
       oracle.kill("SIGTERM");
@@ -81,8 +85,8 @@ describe("oracle restart safety", function () {
   it("loses nothing and charges nothing twice across a SIGKILL", async () => {
     const machines: TestMachine[] = [h.k1, h.p256, h.attested];
     const measured = new Map(machines.map((m) => [m, 0n]));
-    let publishing = true;
-    const publisher = (async () => {
+    publishing = true;
+    publisher = (async () => {
       while (publishing) {
         for (const m of machines) {
           const units = measured.get(m)! + BigInt(1 + Math.floor(Math.random() * 5));
@@ -95,7 +99,9 @@ describe("oracle restart safety", function () {
 
     oracle = startOracleProcess(h, broker.url, dataDir);
     await started(oracle);
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Let it settle something first, so the kill lands while it ingests and submits.
+    await side.waitFor((s) => s.state === "settled", "a first settlement", 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
     // Kill it hard while it ingests and submits.
     const killed = new Promise((resolve) => oracle!.once("exit", resolve));
     oracle.kill("SIGKILL");
