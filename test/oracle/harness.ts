@@ -49,6 +49,8 @@ export interface Harness {
   attested: TestMachine;
   /** A machine whose agreement the others may try to use. */
   other: TestMachine;
+  /** Extra device-signed machines, one per key given to startHarness, without a rate limit. */
+  machines: TestMachine[];
   owner: ReturnType<typeof privateKeyToAccount>;
   /** Seconds the chain's clock runs ahead of this one (each setup transaction mines a block). */
   clockOffset: number;
@@ -59,7 +61,7 @@ export interface Harness {
 
 const ZERO32 = `0x${"00".repeat(32)}` as Hex;
 
-export async function startHarness(): Promise<Harness> {
+export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<Harness> {
   const chain = await startDevChain();
   const [deployer, bank, owner, lessee, oracle] = chain.accounts;
   const deployment = await deploySuite({
@@ -190,6 +192,8 @@ export async function startHarness(): Promise<Harness> {
     keyType: "secp256k1",
     privateKey: `0x${randomBytes(32).toString("hex")}` as Hex,
   });
+  const machines: TestMachine[] = [];
+  for (const key of extraKeys) machines.push(await machine(0, key, 10n ** 15n));
 
   const head = await client.getBlock();
   const clockOffset = Math.max(0, Number(head.timestamp) - Math.floor(Date.now() / 1000));
@@ -206,6 +210,7 @@ export async function startHarness(): Promise<Harness> {
     p256,
     attested,
     other,
+    machines,
     owner: privateKeyToAccount(owner!.privateKey),
     async write(functionName, args, from = owner!.privateKey) {
       await send(deployment.payPerUse, abi, functionName, args, from);
