@@ -276,3 +276,18 @@ export function p256KeyFromPem(pem: string): KeyObject {
   }
   return key;
 }
+
+const ZERO_WORD = `0x${"00".repeat(32)}` as Hex;
+
+/** The contract's DeviceKey tuple for a key (keyType 0 = none, 1 = secp256k1 address in x, 2 = P-256). */
+export function onChainDeviceKey(key: DeviceSigningKey | undefined): {
+  keyType: number;
+  x: Hex;
+  y: Hex;
+} {
+  if (key === undefined) return { keyType: 0, x: ZERO_WORD, y: ZERO_WORD };
+  const pub = publicKeyOf(key);
+  return pub.keyType === "secp256k1"
+    ? { keyType: 1, x: `0x${pub.address.slice(2).padStart(64, "0")}` as Hex, y: ZERO_WORD }
+    : { keyType: 2, x: pub.x, y: pub.y };
+}

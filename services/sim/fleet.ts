@@ -25,7 +25,7 @@ import {
   statusTopic,
   type StatusMessage,
 } from "../shared/protocol.ts";
-import { publicKeyOf, signReading, type DeviceSigningKey } from "../shared/signatures.ts";
+import { onChainDeviceKey, signReading, type DeviceSigningKey } from "../shared/signatures.ts";
 
 export interface SimMachine {
   name: string;
@@ -118,13 +118,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
             }
           : undefined;
     const machineId = `0x${randomBytes(32).toString("hex")}` as Hex;
-    const pub = key ? publicKeyOf(key) : undefined;
-    const deviceKey =
-      pub === undefined
-        ? { keyType: 0, x: ZERO32, y: ZERO32 }
-        : pub.keyType === "secp256k1"
-          ? { keyType: 1, x: `0x${pub.address.slice(2).padStart(64, "0")}` as Hex, y: ZERO32 }
-          : { keyType: 2, x: pub.x, y: pub.y };
+    const deviceKey = onChainDeviceKey(key);
     await send(options.ownerKey, options.payPerUse, abi, "registerMachine", [
       machineId,
       owner.address,

@@ -1,3 +1,5 @@
+/// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
 /**
  * `npm start` as a newcomer runs it: the whole system comes up, prints the dashboard's address, and a
  * real browser (Debian's Chromium driven by playwright-core) sees usage rise live. A screenshot is

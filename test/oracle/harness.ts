@@ -26,7 +26,7 @@ import {
   type StatusMessage,
 } from "../../services/shared/protocol.ts";
 import {
-  publicKeyOf,
+  onChainDeviceKey,
   signReading,
   type DeviceSigningKey,
 } from "../../services/shared/signatures.ts";
@@ -117,13 +117,7 @@ export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<
     maxUnitsPerHour = 0n,
   ): Promise<TestMachine> {
     const machineId = `0x${randomBytes(32).toString("hex")}` as Hex;
-    const pub = key ? publicKeyOf(key) : undefined;
-    const deviceKey =
-      pub === undefined
-        ? { keyType: 0, x: ZERO32, y: ZERO32 }
-        : pub.keyType === "secp256k1"
-          ? { keyType: 1, x: `0x${pub.address.slice(2).padStart(64, "0")}` as Hex, y: ZERO32 }
-          : { keyType: 2, x: pub.x, y: pub.y };
+    const deviceKey = onChainDeviceKey(key);
     await send(
       deployment.payPerUse,
       abi,
