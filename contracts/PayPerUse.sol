@@ -406,8 +406,12 @@ contract PayPerUse is IPayPerUse, AccessControl, EIP712, ReentrancyGuardTransien
         a.status = AgreementStatus.Closed;
         emit AgreementClosed(agreementId, refund, a.charged);
 
-        // Interaction
-        if (refund > 0) IERC20(a.token).safeTransfer(a.lessee, refund);
+        // Interaction: a lessee the token refuses to pay (e.g. blocklisted) keeps the refund as a withdrawable
+        // balance, so the agreement still closes.
+        if (refund > 0 && !IERC20(a.token).trySafeTransfer(a.lessee, refund)) {
+            _earnings[a.lessee][a.token] += refund;
+            emit PayoutFailed(a.lessee, a.token, refund);
+        }
     }
 
     /// @inheritdoc IPayPerUse

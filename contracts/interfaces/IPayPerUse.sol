@@ -319,7 +319,8 @@ interface IPayPerUse {
 
     /// @notice Closes an agreement after its dispute window: charges what remains of base fees and the
     /// minimum charge, and refunds the rest of the escrow to the lessee.
-    /// @dev Emits an {AgreementClosed} event. Anyone may call it.
+    /// @dev Emits an {AgreementClosed} event, and {PayoutFailed} when the token refuses to pay the lessee (the
+    /// refund then stays withdrawable by the lessee). Anyone may call it.
     /// Requirements: the agreement is not closed; block time is past endTime + disputeWindow.
     function closeAgreement(uint256 agreementId) external;
 

@@ -259,6 +259,39 @@ describe("PayPerUse: token kinds", function () {
       [ONE],
     );
   });
+  it("blocklist: a blocked lessee's agreement still closes; the refund stays withdrawable", async () => {
+    const f = await loadDeployment();
+    const press = await machineFor(f, "lessee-blocked-press", f.blocklist);
+    const endTime = (await now()) + DAY;
+    const id = await openAgreement(
+      f,
+      { machineId: press.id, deposit: 10n * ONE, endTime, disputeWindow: HOUR },
+      f.lessee,
+      f.blocklist,
+    );
+    await f.ppu.getFunction("record")([
+      signed(f, reading(id, press.id, 4_000n, await now()), press.key),
+    ]);
+    const token = (await f.blocklist.getAddress()) as Hex;
+    await f.blocklist.connect(f.admin).getFunction("setBlocked")(f.lessee.address, true);
+    await networkHelpers.time.increaseTo(endTime + HOUR + 1n);
+    const tx = f.ppu.connect(f.stranger).getFunction("closeAgreement")(id);
+    await expect(tx)
+      .to.emit(f.ppu, "AgreementClosed")
+      .withArgs(id, 9n * ONE, ONE);
+    await expect(tx)
+      .to.emit(f.ppu, "PayoutFailed")
+      .withArgs(f.lessee.address, token, 9n * ONE);
+    expect(await f.ppu.earnings(f.lessee.address, token)).to.equal(9n * ONE);
+    await f.blocklist.connect(f.admin).getFunction("setBlocked")(f.lessee.address, false);
+    await expect(f.ppu.connect(f.lessee).getFunction("withdraw")(token)).to.changeTokenBalances(
+      ethers,
+      f.blocklist,
+      [f.lessee],
+      [9n * ONE],
+    );
+  });
+
   it("a token answering false on payout: settle reports PayoutFailed and keeps the earnings", async () => {
     const f = await loadDeployment();
     const hostile = (await ethers.deployContract("MockHostileToken")) as unknown as Contract;
