@@ -1,5 +1,6 @@
 #!/usr/bin/env -S npx tsx
 import { Command } from "commander";
+import { registerBankCommands } from "../services/bank/cli.ts";
 import { registerDeviceCommands } from "../services/device/cli.ts";
 import { payPerUseAbi } from "../services/shared/artifacts.ts";
 import { registerDeployCommand } from "./commands/deploy.ts";
@@ -11,10 +12,11 @@ program
   .description("Pay-per-use platform command line")
   .addHelpText(
     "after",
-    "\nExamples:\n  $ ppu deploy --help\n  $ ppu device keygen --curve p256 --out device.pem",
+    "\nExamples:\n  $ ppu deploy --help\n  $ ppu device keygen --curve p256 --out device.pem\n  $ ppu bank export",
   );
 registerDeployCommand(program);
 registerDeviceCommands(program);
+registerBankCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -17,17 +17,25 @@ const REDACTED_KEYS = [
   "authorization",
 ];
 
-export function createLogger(name: string, level = process.env.LOG_LEVEL ?? "info"): Logger {
-  return pino({
-    name,
-    level,
-    redact: {
-      paths: REDACTED_KEYS.flatMap((key) => [key, `*.${key}`, `*.*.${key}`]),
-      censor: "[redacted]",
+/** `fd` 2 sends the lines to stderr, for command-line tools whose stdout is their result. */
+export function createLogger(
+  name: string,
+  level = process.env.LOG_LEVEL ?? "info",
+  fd: 1 | 2 = 1,
+): Logger {
+  return pino(
+    {
+      name,
+      level,
+      redact: {
+        paths: REDACTED_KEYS.flatMap((key) => [key, `*.${key}`, `*.*.${key}`]),
+        censor: "[redacted]",
+      },
+      base: { service: name },
+      timestamp: pino.stdTimeFunctions.isoTime,
     },
-    base: { service: name },
-    timestamp: pino.stdTimeFunctions.isoTime,
-  });
+    pino.destination(fd),
+  );
 }
 
 export type { Logger };

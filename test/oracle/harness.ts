@@ -42,6 +42,8 @@ export interface Harness {
   client: PublicClient;
   abi: Abi;
   payPerUse: Address;
+  /** The EURC-like token (6 decimals) the agreements settle in; the deployer may mint it. */
+  token: Address;
   domain: ReadingDomain;
   oracleKey: Hex;
   k1: TestMachine;
@@ -198,6 +200,7 @@ export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<
     client,
     abi,
     payPerUse: deployment.payPerUse,
+    token: deployment.token,
     domain: { chainId: chainDef.id, verifyingContract: deployment.payPerUse },
     oracleKey: oracle!.privateKey,
     k1,

@@ -1,0 +1,110 @@
+/**
+ * The creditor's bank, simulated: reads a pain.008 the bridge wrote and answers with a camt.054
+ * debit/credit notification in either namespace, booking each debit as collected or returned.
+ * `npm start` and the tests use it to run the whole cycle without a real bank.
+ */
+import { XMLParser } from "fast-xml-parser";
+import type { IsoDate } from "../bank/calendar.ts";
+import { formatCents, parseCents } from "../bank/sepa.ts";
+
+export interface InitiatedDebit {
+  endToEndId: string;
+  mandateId: string;
+  cents: bigint;
+  collectionDate: IsoDate;
+}
+
+const painParser = new XMLParser({
+  removeNSPrefix: true,
+  parseTagValue: false,
+  ignoreAttributes: false,
+  attributeNamePrefix: "@",
+  isArray: (name) => name === "PmtInf" || name === "DrctDbtTxInf",
+});
+
+/** The debits of a pain.008 file, as its bank sees them. */
+export function readPain008(xml: string): InitiatedDebit[] {
+  const doc = painParser.parse(xml) as {
+    Document: { CstmrDrctDbtInitn: { PmtInf: Record<string, unknown>[] } };
+  };
+  return doc.Document.CstmrDrctDbtInitn.PmtInf.flatMap((block) =>
+    (block.DrctDbtTxInf as Record<string, Record<string, unknown>>[]).map((tx) => ({
+      endToEndId: String((tx.PmtId as Record<string, unknown>).EndToEndId),
+      mandateId: String(
+        ((tx.DrctDbtTx as Record<string, unknown>).MndtRltdInf as Record<string, unknown>).MndtId,
+      ),
+      cents: parseCents(String((tx.InstdAmt as Record<string, unknown>)["#text"])),
+      collectionDate: String(block.ReqdColltnDt),
+    })),
+  );
+}
+
+export interface BookedEntry {
+  endToEndId: string;
+  mandateId?: string;
+  cents: bigint;
+  /** CRDT: the collection reached the creditor; DBIT: a return or refund took it back. */
+  direction: "CRDT" | "DBIT";
+  bookingDate: IsoDate;
+  /** Return reason of a DBIT, e.g. AM04 (insufficient funds) or MD06 (refund requested). */
+  reasonCode?: string;
+  status?: "BOOK" | "PDNG";
+}
+
+export interface Camt054Options {
+  version: "camt.054.001.08" | "camt.054.001.02";
+  messageId: string;
+  createdAt: Date;
+  accountIban: string;
+  entries: BookedEntry[];
+}
+
+function esc(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** Writes a camt.054 notification with one entry per booking, as a creditor's bank reports them. */
+export function writeCamt054(options: Camt054Options): string {
+  const v08 = options.version === "camt.054.001.08";
+  const created = `${options.createdAt.toISOString().slice(0, 19)}+00:00`;
+  const entries = options.entries.map((entry, index) => {
+    const status = entry.status ?? "BOOK";
+    const amount = formatCents(entry.cents);
+    const refs =
+      `<Refs><EndToEndId>${esc(entry.endToEndId)}</EndToEndId>` +
+      (entry.mandateId ? `<MndtId>${esc(entry.mandateId)}</MndtId>` : "") +
+      `</Refs>`;
+    const txAmount = v08
+      ? `<Amt Ccy="EUR">${amount}</Amt><CdtDbtInd>${entry.direction}</CdtDbtInd>`
+      : `<AmtDtls><TxAmt><Amt Ccy="EUR">${amount}</Amt></TxAmt></AmtDtls>`;
+    const returnInfo = entry.reasonCode
+      ? `<RtrInf><Rsn><Cd>${esc(entry.reasonCode)}</Cd></Rsn></RtrInf>`
+      : "";
+    const subFamily =
+      entry.direction === "CRDT" ? "ESDD" : entry.reasonCode === "MD06" ? "PRDD" : "UPDD";
+    return `      <Ntry>
+        <NtryRef>${index + 1}</NtryRef>
+        <Amt Ccy="EUR">${amount}</Amt>
+        <CdtDbtInd>${entry.direction}</CdtDbtInd>
+        <Sts>${v08 ? `<Cd>${status}</Cd>` : status}</Sts>
+        <BookgDt><Dt>${entry.bookingDate}</Dt></BookgDt>
+        <ValDt><Dt>${entry.bookingDate}</Dt></ValDt>
+        <AcctSvcrRef>${esc(options.messageId)}-${index + 1}</AcctSvcrRef>
+        <BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>IDDT</Cd><SubFmlyCd>${subFamily}</SubFmlyCd></Fmly></Domn></BkTxCd>
+        <NtryDtls><TxDtls>${refs}${txAmount}${returnInfo}</TxDtls></NtryDtls>
+      </Ntry>`;
+  });
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:${options.version}">
+  <BkToCstmrDbtCdtNtfctn>
+    <GrpHdr><MsgId>${esc(options.messageId)}</MsgId><CreDtTm>${created}</CreDtTm></GrpHdr>
+    <Ntfctn>
+      <Id>${esc(options.messageId)}-N</Id>
+      <CreDtTm>${created}</CreDtTm>
+      <Acct><Id><IBAN>${options.accountIban}</IBAN></Id></Acct>
+${entries.join("\n")}
+    </Ntfctn>
+  </BkToCstmrDbtCdtNtfctn>
+</Document>
+`;
+}

@@ -1,0 +1,52 @@
+/** Creditor and mandates used by the bank bridge tests: real IBAN check digits, names with umlauts. */
+import type { Creditor } from "../../services/bank/bridge.ts";
+import type { MandateInput } from "../../services/bank/mandates.ts";
+
+export const CREDITOR: Creditor = {
+  name: "Maschinenpark Nord GmbH",
+  iban: "DE02120300000000202051",
+  bic: "BYLADEM1001",
+  creditorId: "DE98ZZZ09999999999",
+  address: {
+    street: "Hafenstrasse",
+    buildingNumber: "12",
+    postCode: "20457",
+    town: "Hamburg",
+    country: "DE",
+  },
+};
+
+/** Valid German IBANs (bank code 370 400 44). */
+export const IBANS = [
+  "DE89370400440532013000",
+  "DE12500105170648489890",
+  "DE02100500000054540402",
+  "DE75512108001245126199",
+];
+
+export function mandateInput(index: number, overrides: Partial<MandateInput> = {}): MandateInput {
+  return {
+    mandateId: `PPU-M-${String(index).padStart(4, "0")}`,
+    signedOn: "2026-10-01",
+    debtorName: ["Jörg Müller", "Zoë Ærøskøbing", "Łukasz Żółć & Söhne", "Σοφία Παπαδοπούλου"][
+      index % 4
+    ]!,
+    iban: IBANS[index % IBANS.length]!,
+    address:
+      index % 2 === 0
+        ? {
+            street: "Domstraße",
+            buildingNumber: String(index + 1),
+            postCode: "50667",
+            town: "Köln",
+            country: "DE",
+          }
+        : {
+            town: "München",
+            country: "DE",
+            postCode: "80331",
+            lines: ["Marienplatz 8", "Hinterhaus, 2. OG"],
+          },
+    ...overrides,
+  };
+}
