@@ -81,6 +81,7 @@ export const BANK_MIGRATIONS = [
      return_reason TEXT,
      PRIMARY KEY (contract, debit_id))`,
   `CREATE INDEX IF NOT EXISTS bank_debits_open ON bank_debits (state) WHERE state = 'open'`,
+  `CREATE INDEX IF NOT EXISTS bank_debits_export ON bank_debits (export_id)`,
   `CREATE TABLE IF NOT EXISTS bank_imports (
      sha256 TEXT PRIMARY KEY,
      message_id TEXT NOT NULL UNIQUE,
@@ -154,6 +155,8 @@ export interface ExportReport {
   }[];
   skipped: { debitId: string; reason: string }[];
   schema?: string;
+  /** Files planned before an interruption and written now, identical to what was planned. */
+  recovered?: string[];
 }
 
 export interface ImportReport {
@@ -203,6 +206,20 @@ interface MandateRow {
   revoked_at: string | null;
   first_presented: string | null;
   last_presented: string | null;
+}
+
+/** A debit in an export with its mandate: what one transaction of the file is written from. */
+type ExportRow = MandateRow & {
+  debit_id: string;
+  agreement_id: string;
+  end_to_end_id: string;
+  cents: string;
+  sequence_type: SequenceType;
+  collection_date: IsoDate;
+};
+
+function compare<T extends string | bigint>(a: T, b: T): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** A mandate lapses when no collection was presented under it for 36 months. */
@@ -276,37 +293,78 @@ export class BankBridge {
 
   /** Validates and stores a mandate; returns it with the reference the lessee attaches on-chain. */
   async addMandate(input: unknown): Promise<Mandate> {
-    const mandate = prepareMandate(input, this.#options.creditor.creditorId, {
-      today: berlinDate(this.#now()),
-    });
-    const existing = await this.#db.query(
-      "SELECT 1 FROM bank_mandates WHERE creditor_id = $1 AND mandate_id = $2",
-      [mandate.creditorId, mandate.mandateId],
-    );
-    if (existing.rows.length > 0) {
-      throw new ConflictError(`mandate ${mandate.mandateId} is already registered`);
+    const [mandate] = await this.addMandates([input]);
+    return mandate!;
+  }
+
+  /**
+   * Validates and stores several mandates at once; when one is invalid or already registered,
+   * none is stored and the error names every problem.
+   */
+  async addMandates(inputs: unknown[]): Promise<Mandate[]> {
+    const today = berlinDate(this.#now());
+    const problems: string[] = [];
+    const mandates: Mandate[] = [];
+    const seen = new Set<string>();
+    for (const [index, input] of inputs.entries()) {
+      try {
+        const mandate = prepareMandate(input, this.#options.creditor.creditorId, { today });
+        if (seen.has(mandate.mandateId))
+          throw new ValidationError(`mandate ${mandate.mandateId} appears twice`);
+        seen.add(mandate.mandateId);
+        mandates.push(mandate);
+      } catch (error) {
+        const prefix = inputs.length > 1 ? `#${index + 1}: ` : "";
+        const details = (error as ValidationError).details;
+        problems.push(
+          `${prefix}${(error as ValidationError).shortMessage ?? (error as Error).message}${details ? `: ${details}` : ""}`,
+        );
+      }
     }
+    if (problems.length > 0) {
+      throw new ValidationError(
+        inputs.length > 1
+          ? `${problems.length} of ${inputs.length} mandates are not valid; none was stored`
+          : problems[0]!,
+        inputs.length > 1 ? { details: problems.slice(0, 20).join("\n") } : {},
+      );
+    }
+    const { rows: existing } = await this.#db.query<{ mandate_id: string }>(
+      "SELECT mandate_id FROM bank_mandates WHERE creditor_id = $1 AND mandate_id = ANY($2::text[])",
+      [this.#options.creditor.creditorId, mandates.map((m) => m.mandateId)],
+    );
+    if (existing.length > 0) {
+      throw new ConflictError(
+        `mandate${existing.length > 1 ? "s" : ""} ${existing
+          .map((r) => r.mandate_id)
+          .slice(0, 10)
+          .join(", ")} already registered; nothing was stored`,
+      );
+    }
+    const column = <K extends keyof Mandate>(key: K) => mandates.map((m) => m[key] ?? null);
     await this.#db.query(
       `INSERT INTO bank_mandates (mandate_ref, creditor_id, mandate_id, signed_on, debtor_name, iban, bic, address, kind, salt)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::text[])`,
       [
-        mandate.mandateRef,
-        mandate.creditorId,
-        mandate.mandateId,
-        mandate.signedOn,
-        mandate.debtorName,
-        mandate.iban,
-        mandate.bic ?? null,
-        JSON.stringify(mandate.address),
-        mandate.kind,
-        mandate.salt,
+        column("mandateRef"),
+        column("creditorId"),
+        column("mandateId"),
+        column("signedOn"),
+        column("debtorName"),
+        column("iban"),
+        column("bic"),
+        mandates.map((m) => JSON.stringify(m.address)),
+        column("kind"),
+        column("salt"),
       ],
     );
-    this.#options.logger?.info(
-      { mandateId: mandate.mandateId, mandateRef: mandate.mandateRef },
-      "mandate added",
-    );
-    return mandate;
+    for (const mandate of mandates) {
+      this.#options.logger?.info(
+        { mandateId: mandate.mandateId, mandateRef: mandate.mandateRef },
+        "mandate added",
+      );
+    }
+    return mandates;
   }
 
   async mandates(): Promise<(Mandate & { revokedAt?: string })[]> {
@@ -464,14 +522,15 @@ export class BankBridge {
    * is not euro, an amount outside the scheme's limits) stay open and are listed with the reason.
    */
   async exportBatch(): Promise<ExportReport> {
-    await this.#writePending();
+    const recovered = await this.#writePending();
     const now = this.#now();
     const today = berlinDate(now);
     const lead = this.#options.leadDays ?? 1;
     const { rows } = await this.#db.query<DebitRow & MandateRow & { has_mandate: boolean }>(
       `SELECT d.debit_id::text AS debit_id, d.agreement_id::text AS agreement_id, d.mandate_ref, d.token, d.token_decimals,
               d.amount::text AS amount, d.due_at, d.state, d.chain_status, m.mandate_ref IS NOT NULL AS has_mandate,
-              m.mandate_id, m.kind, m.revoked_at, m.signed_on, m.first_presented, m.last_presented
+              m.creditor_id, m.mandate_id, m.kind, m.revoked_at, m.signed_on, m.first_presented, m.last_presented,
+              m.debtor_name, m.iban, m.bic, m.address::text AS address, m.salt
        FROM bank_debits d LEFT JOIN bank_mandates m ON m.mandate_ref = d.mandate_ref
        WHERE d.contract = $1 AND d.state = 'open' AND d.chain_status = 'requested'
        ORDER BY d.debit_id`,
@@ -479,13 +538,7 @@ export class BankBridge {
     );
 
     const skipped: ExportReport["skipped"] = [];
-    const planned: {
-      debitId: string;
-      cents: bigint;
-      sequenceType: SequenceType;
-      collectionDate: IsoDate;
-      mandateRef: string;
-    }[] = [];
+    const planned: ExportRow[] = [];
     const firstInBatch = new Set<string>();
     for (const row of rows) {
       const skip = (reason: string) => skipped.push({ debitId: row.debit_id, reason });
@@ -528,11 +581,11 @@ export class BankBridge {
       firstInBatch.add(row.mandate_ref);
       const dueAt = row.due_at instanceof Date ? row.due_at : new Date(row.due_at);
       planned.push({
-        debitId: row.debit_id,
-        cents,
-        sequenceType,
-        collectionDate: collectionDate(dueAt, now, lead),
-        mandateRef: row.mandate_ref,
+        ...row,
+        end_to_end_id: endToEndId(this.#contract, row.debit_id),
+        cents: String(cents),
+        sequence_type: sequenceType,
+        collection_date: collectionDate(dueAt, now, lead),
       });
     }
 
@@ -541,7 +594,13 @@ export class BankBridge {
       [this.#contract, skipped.map((s) => s.debitId), skipped.map((s) => s.reason)],
     );
     if (planned.length === 0) {
-      return { debits: 0, controlSum: "0.00", batches: [], skipped };
+      return {
+        debits: 0,
+        controlSum: "0.00",
+        batches: [],
+        skipped,
+        ...(recovered.length ? { recovered } : {}),
+      };
     }
 
     // Plan: commit the file's contents (ids, amounts, dates) before writing it.
@@ -554,74 +613,93 @@ export class BankBridge {
       const messageId = `PPU-${stamp}-${String(id).padStart(6, "0")}`;
       const path = join(resolve(this.#options.outDir), `pain.008-${messageId}.xml`);
       let control = 0n;
-      for (const p of planned) control += p.cents;
+      for (const p of planned) control += BigInt(p.cents);
       await tx.query(
         "INSERT INTO bank_exports (id, message_id, created_at, path, debits, control_cents) VALUES ($1, $2, $3, $4, $5, $6)",
         [id, messageId, now.toISOString(), path, planned.length, String(control)],
       );
       await tx.query(
-        `UPDATE bank_debits SET state = 'exported', problem = NULL, export_id = $2, end_to_end_id = 'PPU-' || upper(substr(contract, 3, 8)) || '-' || debit_id,
+        `UPDATE bank_debits SET state = 'exported', problem = NULL, export_id = $2, end_to_end_id = x.e2e,
            cents = x.cents, sequence_type = x.seq, collection_date = x.cdate
-         FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[]) AS x(id, cents, seq, cdate)
+         FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[]) AS x(id, cents, seq, cdate, e2e)
          WHERE contract = $1 AND debit_id = x.id`,
         [
           this.#contract,
           id,
-          planned.map((p) => p.debitId),
-          planned.map((p) => String(p.cents)),
-          planned.map((p) => p.sequenceType),
-          planned.map((p) => p.collectionDate),
+          planned.map((p) => p.debit_id),
+          planned.map((p) => p.cents),
+          planned.map((p) => p.sequence_type),
+          planned.map((p) => p.collection_date),
+          planned.map((p) => p.end_to_end_id),
         ],
       );
+      const presented = new Map<string, { first: IsoDate; last: IsoDate }>();
+      for (const p of planned) {
+        const dates = presented.get(p.mandate_ref);
+        if (!dates)
+          presented.set(p.mandate_ref, { first: p.collection_date, last: p.collection_date });
+        else if (p.collection_date > dates.last) dates.last = p.collection_date;
+        else if (p.collection_date < dates.first) dates.first = p.collection_date;
+      }
       await tx.query(
-        `UPDATE bank_mandates m SET first_presented = COALESCE(m.first_presented, x.first), last_presented = GREATEST(COALESCE(m.last_presented, ''), x.last)
-         FROM (SELECT mandate_ref, min(collection_date) AS first, max(collection_date) AS last FROM bank_debits WHERE export_id = $1 GROUP BY mandate_ref) x
-         WHERE m.mandate_ref = x.mandate_ref`,
-        [id],
+        `UPDATE bank_mandates m SET first_presented = COALESCE(m.first_presented, x.first), last_presented = x.last
+         FROM unnest($1::text[], $2::text[], $3::text[]) AS x(ref, first, last) WHERE m.mandate_ref = x.ref`,
+        [
+          [...presented.keys()],
+          [...presented.values()].map((d) => d.first),
+          [...presented.values()].map((d) => d.last),
+        ],
       );
       return id;
     });
-    const report = await this.#writeExport(exportId);
-    return { ...report, skipped };
+    const report = await this.#writeExport(exportId, planned);
+    return { ...report, skipped, ...(recovered.length ? { recovered } : {}) };
   }
 
   /** Writes the files of exports that were planned but not written (a crash between the two). */
-  async #writePending(): Promise<void> {
+  async #writePending(): Promise<string[]> {
     const { rows } = await this.#db.query<{ id: number }>(
       "SELECT id FROM bank_exports WHERE written_at IS NULL ORDER BY id",
     );
+    const files: string[] = [];
     for (const row of rows) {
       this.#options.logger?.warn(
         { exportId: row.id },
         "writing an export that was planned but not written",
       );
-      await this.#writeExport(row.id);
+      files.push((await this.#writeExport(row.id)).file!);
     }
+    return files;
   }
 
-  /** Renders an export from the database alone, so that writing it again gives the same file. */
-  async #writeExport(exportId: number): Promise<Omit<ExportReport, "skipped">> {
+  /** Writes an export: from the rows just planned, or read back from the database after an interruption (the same file). */
+  async #writeExport(
+    exportId: number,
+    planned?: ExportRow[],
+  ): Promise<Omit<ExportReport, "skipped">> {
     const { rows: exports } = await this.#db.query<{
       message_id: string;
       created_at: string | Date;
       path: string;
     }>("SELECT message_id, created_at, path FROM bank_exports WHERE id = $1", [exportId]);
     const exp = exports[0]!;
-    const { rows } = await this.#db.query<
-      {
-        debit_id: string;
-        agreement_id: string;
-        end_to_end_id: string;
-        cents: string;
-        sequence_type: SequenceType;
-        collection_date: IsoDate;
-      } & MandateRow
-    >(
-      `SELECT d.debit_id::text AS debit_id, d.agreement_id::text AS agreement_id, d.end_to_end_id, d.cents::text AS cents,
-              d.sequence_type, d.collection_date, m.*
-       FROM bank_debits d JOIN bank_mandates m ON m.mandate_ref = d.mandate_ref
-       WHERE d.export_id = $1 ORDER BY d.collection_date, d.sequence_type, d.debit_id`,
-      [exportId],
+    // The first write renders what was just committed; a rewrite after a crash reads it back.
+    const rows =
+      planned ??
+      (
+        await this.#db.query<ExportRow>(
+          `SELECT d.debit_id::text AS debit_id, d.agreement_id::text AS agreement_id, d.end_to_end_id, d.cents::text AS cents,
+                  d.sequence_type, d.collection_date, m.*, m.address::text AS address
+           FROM bank_debits d JOIN bank_mandates m ON m.mandate_ref = d.mandate_ref
+           WHERE d.export_id = $1`,
+          [exportId],
+        )
+      ).rows;
+    rows.sort(
+      (a, b) =>
+        compare(a.collection_date, b.collection_date) ||
+        compare(a.sequence_type, b.sequence_type) ||
+        compare(BigInt(a.debit_id), BigInt(b.debit_id)),
     );
     const groups = new Map<string, PaymentInformation>();
     for (const row of rows) {

@@ -30,6 +30,9 @@ export function printSync(report: SyncReport, print: Print): void {
 }
 
 export function printExport(report: ExportReport, print: Print): void {
+  for (const file of report.recovered ?? []) {
+    print(`wrote ${relative(process.cwd(), file) || file}, planned before an interruption`);
+  }
   if (!report.file) {
     print("nothing to export: no open direct-debit request can be collected");
   } else {

@@ -87,7 +87,13 @@ const SCRIPT: Readonly<Record<string, string>> = Object.fromEntries(
  */
 export function toSepaText(text: string, maxLength?: number): string {
   let out = "";
-  for (const char of text.normalize("NFC")) {
+  // Greek "ου" is one sound: "ou" (ELOT 743), not "oy".
+  const prepared = text
+    .normalize("NFC")
+    .replace(/([οΟ])([υύΥ])/g, (_, o: string, u: string) =>
+      o === "Ο" ? (u === "Υ" ? "OU" : "Ou") : "ou",
+    );
+  for (const char of prepared) {
     if (SEPA_CHAR.test(char)) {
       out += char;
       continue;

@@ -15,6 +15,7 @@ import { BankBridge } from "../../services/bank/bridge.ts";
 import { connectBankChain } from "../../services/bank/chain.ts";
 import { validateXsd } from "../../services/bank/xsd.ts";
 import { loadArtifact } from "../../services/shared/artifacts.ts";
+import { chainFor } from "../../services/shared/deployment.ts";
 import { openDatabase, type Database } from "../../services/shared/db.ts";
 import { ConflictError, ValidationError } from "../../services/shared/errors.ts";
 import { signReading, type DeviceSigningKey } from "../../services/shared/signatures.ts";
@@ -43,6 +44,7 @@ describe("bank bridge: the full direct-debit cycle on a chain", function () {
   let debits: InitiatedDebit[];
   let painFile: string;
   let firstStatement: string;
+  let mintToBank: (amount: bigint) => Promise<void>;
   const outDir = mkdtempSync(join(tmpdir(), "ppu-bank-"));
 
   async function debit(id: bigint) {
@@ -83,15 +85,19 @@ describe("bank bridge: the full direct-debit cycle on a chain", function () {
     const wallet = createWalletClient({
       account: privateKeyToAccount(deployerKey),
       transport: http(h.chain.rpcUrl),
-      chain: null,
+      chain: await chainFor(h.chain.rpcUrl),
     });
-    const mint = await wallet.writeContract({
-      address: h.token,
-      abi: loadArtifact("MockEURC").abi as Abi,
-      functionName: "mint",
-      args: [h.chain.accounts[1]!.address, 10n ** 12n],
-    });
-    await h.client.waitForTransactionReceipt({ hash: mint });
+    mintToBank = async (amount: bigint) => {
+      const hash = await wallet.writeContract({
+        address: h.token,
+        abi: loadArtifact("MockEURC").abi as Abi,
+        functionName: "mint",
+        args: [h.chain.accounts[1]!.address, amount],
+      } as never);
+      await h.client.waitForTransactionReceipt({ hash });
+    };
+    // Enough for the first collection (250 EURC) but not for the second: the first import stops halfway.
+    await mintToBank(300_000_000n);
 
     db = await openDatabase();
     bridge = await BankBridge.open({
@@ -221,6 +227,54 @@ describe("bank bridge: the full direct-debit cycle on a chain", function () {
     expect((await db.query("SELECT * FROM bank_imports")).rows).to.have.length(0);
   });
 
+  it("refuses a statement whose entries disagree with the requests, naming each, and changes nothing", async function () {
+    const [first, second, third] = debits;
+    const xml = await camt("camt.054.001.08", "BANK-BAD-2", [
+      {
+        endToEndId: first!.endToEndId,
+        mandateId: "PPU-M-9999",
+        cents: first!.cents,
+        direction: "CRDT",
+        bookingDate: first!.collectionDate,
+      },
+      {
+        endToEndId: second!.endToEndId,
+        mandateId: second!.mandateId,
+        cents: second!.cents - 1n,
+        direction: "CRDT",
+        bookingDate: second!.collectionDate,
+      },
+      {
+        endToEndId: third!.endToEndId,
+        mandateId: third!.mandateId,
+        cents: third!.cents,
+        direction: "DBIT",
+        bookingDate: third!.collectionDate,
+      },
+      {
+        endToEndId: first!.endToEndId,
+        mandateId: first!.mandateId,
+        cents: first!.cents,
+        direction: "CRDT",
+        bookingDate: first!.collectionDate,
+        status: "PDNG",
+      },
+    ]);
+    const error = await bridge.importStatement(xml, "bad-2.xml").then(
+      () => expect.fail("the import should have been refused"),
+      (e: Error) => e,
+    );
+    expect(error).to.be.instanceOf(ValidationError);
+    expect(error.message).to.match(/3 problem\(s\); nothing changed/);
+    expect(error.message).to.match(
+      /mandate PPU-M-9999 does not match the request's mandate PPU-M-0000/,
+    );
+    expect(error.message).to.match(/collected 250\.99 EUR but the request was for 251\.00 EUR/);
+    expect(error.message).to.match(/a return without an ISO 20022 reason code/);
+    for (const id of [1n, 2n, 3n]) expect((await debit(id)).status).to.equal(STATUS.Requested);
+    expect((await db.query("SELECT * FROM bank_imports")).rows).to.have.length(0);
+  });
+
   it("confirms booked collections and reports a return, suspending that agreement", async function () {
     const [first, second, third] = debits;
     const xml = await camt("camt.054.001.08", "BANK-2026-0001", [
@@ -248,7 +302,30 @@ describe("bank bridge: the full direct-debit cycle on a chain", function () {
       },
     ]);
     firstStatement = xml;
+    // The bank's account cannot deliver the second collection's tokens: the import stops there.
+    const halfway = await bridge.importStatement(xml, "camt-1.xml").then(
+      () => undefined,
+      (error: Error) => error,
+    );
+    expect(halfway?.message).to.match(/ERC20InsufficientBalance|insufficient/i);
+    expect((await debit(1n)).status).to.equal(STATUS.Collected);
+    expect((await debit(2n)).status).to.equal(STATUS.Requested);
+
+    // With the tokens there, the same file resumes where it stopped; nothing is sent twice.
+    await mintToBank(10n ** 12n);
     const report = await bridge.importStatement(xml, "camt-1.xml");
+    expect(report.resumed).to.equal(true);
+    const collectedEvents = await h.client.getContractEvents({
+      address: h.payPerUse,
+      abi: h.abi,
+      eventName: "DirectDebitCollected",
+      fromBlock: 0n,
+    });
+    expect(
+      collectedEvents.map((e) => (e as unknown as { args: { debitId: bigint } }).args.debitId),
+    ).to.deep.equal([1n, 2n]);
+    expect(report.collected[0]!.tx).to.equal(collectedEvents[0]!.transactionHash);
+    expect(report.collected[1]!.tx).to.match(/^0x[0-9a-f]{64}$/);
     expect(report.collected.map((c) => c.debitId)).to.deep.equal(["1", "2"]);
     expect(report.returned).to.have.length(1);
     expect(report.returned[0]).to.include({
