@@ -3,8 +3,8 @@ import { Command } from "commander";
 import { registerBankCommands } from "../services/bank/cli.ts";
 import { registerDeviceCommands } from "../services/device/cli.ts";
 import { payPerUseAbi } from "../services/shared/artifacts.ts";
+import { explainRevert, withTokenErrors } from "../services/shared/revert.ts";
 import { registerDeployCommand } from "./commands/deploy.ts";
-import { explainRevert } from "./commands/revert.ts";
 
 const program = new Command();
 program
@@ -23,7 +23,7 @@ try {
 } catch (error) {
   let message: string;
   try {
-    message = explainRevert(error, payPerUseAbi());
+    message = explainRevert(error, withTokenErrors(payPerUseAbi()));
   } catch {
     message = error instanceof Error ? error.message : String(error);
   }

@@ -20,6 +20,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { payPerUseAbi } from "../shared/artifacts.ts";
 import { chainFor } from "../shared/deployment.ts";
 import { ChainError } from "../shared/errors.ts";
+import { explainRevert, withTokenErrors } from "../shared/revert.ts";
 
 export const DEBIT_STATUS = ["none", "requested", "collected", "returned"] as const;
 export type DebitChainStatus = (typeof DEBIT_STATUS)[number];
@@ -90,13 +91,21 @@ export async function connectBankChain(options: BankChainOptions): Promise<BankC
     if (!wallet || !account) {
       throw new ChainError("the bank's key is not configured (BANK_PRIVATE_KEY or BANK_KEY_FILE)");
     }
-    const { request } = await client.simulateContract({
-      account,
-      address,
-      abi: abiOf,
-      functionName,
-      args,
-    } as never);
+    let request: unknown;
+    try {
+      ({ request } = await client.simulateContract({
+        account,
+        address,
+        abi: withTokenErrors(abiOf),
+        functionName,
+        args,
+      } as never));
+    } catch (error) {
+      throw new ChainError(
+        `${functionName}(${args.map(String).join(", ")}) was refused: ${explainRevert(error, withTokenErrors(abiOf))}`,
+        { cause: error },
+      );
+    }
     const hash = await wallet.writeContract(request as never);
     const receipt = await client.waitForTransactionReceipt({ hash });
     if (receipt.status !== "success") throw new ChainError(`${functionName} reverted in ${hash}`);

@@ -9,19 +9,16 @@ import { expect } from "chai";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createWalletClient, http, type Abi, type Hex } from "viem";
-import { privateKeyToAccount } from "viem/accounts";
+import type { Hex } from "viem";
 import { BankBridge } from "../../services/bank/bridge.ts";
 import { connectBankChain } from "../../services/bank/chain.ts";
 import { validateXsd } from "../../services/bank/xsd.ts";
-import { loadArtifact } from "../../services/shared/artifacts.ts";
-import { chainFor } from "../../services/shared/deployment.ts";
 import { openDatabase, type Database } from "../../services/shared/db.ts";
 import { ConflictError, ValidationError } from "../../services/shared/errors.ts";
 import { signReading, type DeviceSigningKey } from "../../services/shared/signatures.ts";
 import { readPain008, writeCamt054, type InitiatedDebit } from "../../services/sim/bank.ts";
 import { startHarness, type Harness, type TestMachine } from "../oracle/harness.ts";
-import { CREDITOR, mandateInput } from "./fixtures.ts";
+import { CREDITOR, mandateInput, mint } from "./fixtures.ts";
 
 const STATUS = { Requested: 1, Collected: 2, Returned: 3 } as const;
 const AGREEMENT = { Active: 1, Suspended: 2 } as const;
@@ -79,23 +76,9 @@ describe("bank bridge: the full direct-debit cycle on a chain", function () {
     machines = h.machines;
     lesseeKey = h.chain.accounts[3]!.privateKey;
     bankKey = h.chain.accounts[1]!.privateKey;
-    const deployerKey = h.chain.accounts[0]!.privateKey;
 
     // The bank holds the tokenised euros it delivers when a collection is booked.
-    const wallet = createWalletClient({
-      account: privateKeyToAccount(deployerKey),
-      transport: http(h.chain.rpcUrl),
-      chain: await chainFor(h.chain.rpcUrl),
-    });
-    mintToBank = async (amount: bigint) => {
-      const hash = await wallet.writeContract({
-        address: h.token,
-        abi: loadArtifact("MockEURC").abi as Abi,
-        functionName: "mint",
-        args: [h.chain.accounts[1]!.address, amount],
-      } as never);
-      await h.client.waitForTransactionReceipt({ hash });
-    };
+    mintToBank = (amount: bigint) => mint(h, h.chain.accounts[1]!.address, amount);
     // Enough for the first collection (250 EURC) but not for the second: the first import stops halfway.
     await mintToBank(300_000_000n);
 

@@ -1,5 +1,10 @@
 /** Creditor and mandates used by the bank bridge tests: real IBAN check digits, names with umlauts. */
+import { createWalletClient, http, type Abi, type Address } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
 import type { Creditor } from "../../services/bank/bridge.ts";
+import { loadArtifact } from "../../services/shared/artifacts.ts";
+import { chainFor } from "../../services/shared/deployment.ts";
+import type { Harness } from "../oracle/harness.ts";
 import type { MandateInput } from "../../services/bank/mandates.ts";
 
 export const CREDITOR: Creditor = {
@@ -49,4 +54,20 @@ export function mandateInput(index: number, overrides: Partial<MandateInput> = {
           },
     ...overrides,
   };
+}
+
+/** Mints the harness's EURC-like token (the deployer may) to an account, e.g. the bank's. */
+export async function mint(h: Harness, to: Address, amount: bigint): Promise<void> {
+  const wallet = createWalletClient({
+    account: privateKeyToAccount(h.chain.accounts[0]!.privateKey),
+    transport: http(h.chain.rpcUrl),
+    chain: await chainFor(h.chain.rpcUrl),
+  });
+  const hash = await wallet.writeContract({
+    address: h.token,
+    abi: loadArtifact("MockEURC").abi as Abi,
+    functionName: "mint",
+    args: [to, amount],
+  } as never);
+  await h.client.waitForTransactionReceipt({ hash });
 }

@@ -5,6 +5,19 @@ import {
   type Abi,
   type Hex,
 } from "viem";
+import { loadArtifact } from "./artifacts.ts";
+
+/**
+ * The ABI plus the standard errors of OpenZeppelin's ERC-20 (insufficient balance or allowance …),
+ * which a token raises inside a contract call and the caller sees bubble up.
+ */
+export function withTokenErrors(abi: Abi): Abi {
+  const tokenErrors = loadArtifact("MockEURC").abi.filter(
+    (item) =>
+      item.type === "error" && !abi.some((own) => own.type === "error" && own.name === item.name),
+  );
+  return [...abi, ...tokenErrors];
+}
 
 /** Turns a contract revert into one sentence naming the custom error and its arguments. */
 export function explainRevert(error: unknown, abi: Abi): string {
