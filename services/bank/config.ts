@@ -35,7 +35,6 @@ export const bankConfigSpec = defineConfig({
   },
   BANK_EUR_TOKENS: {
     type: "string",
-    default: "",
     description: "comma-separated euro token addresses; debits in other tokens are not exported",
   },
   CREDITOR_NAME: {
@@ -192,7 +191,7 @@ export async function openBankBridge(
     chain,
     contract,
     creditor,
-    eurTokens: eurTokens(config.BANK_EUR_TOKENS),
+    eurTokens: eurTokens(config.BANK_EUR_TOKENS ?? ""),
     leadDays: config.BANK_LEAD_DAYS,
     outDir: config.BANK_OUT_DIR,
     startBlock: BigInt(config.BANK_START_BLOCK),
