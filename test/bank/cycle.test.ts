@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Hex } from "viem";
 import { BankBridge } from "../../services/bank/bridge.ts";
+import { addDays } from "../../services/bank/calendar.ts";
 import { connectBankChain } from "../../services/bank/chain.ts";
 import { validateXsd } from "../../services/bank/xsd.ts";
 import { openDatabase, type Database } from "../../services/shared/db.ts";
@@ -349,27 +350,43 @@ describe("bank bridge: the full direct-debit cycle on a chain", function () {
     expect((await db.query("SELECT message_id FROM bank_imports")).rows).to.have.length(1);
   });
 
-  it("reports a refund after collection from a camt.054.001.02 notification", async function () {
-    const first = debits[0]!;
+  it("reports refunds after collection from a camt.054.001.02 notification: 8 weeks, or 13 months when unauthorised", async function () {
+    const [first, second] = debits;
     const xml = await camt("camt.054.001.02", "BANK-2026-0002", [
       {
-        endToEndId: first.endToEndId,
-        mandateId: first.mandateId,
-        cents: first.cents,
+        endToEndId: first!.endToEndId,
+        mandateId: first!.mandateId,
+        cents: first!.cents,
         direction: "DBIT",
-        bookingDate: "2027-01-08",
+        bookingDate: addDays(first!.collectionDate, 55),
         reasonCode: "MD06",
+      },
+      {
+        endToEndId: second!.endToEndId,
+        mandateId: second!.mandateId,
+        cents: second!.cents,
+        direction: "DBIT",
+        bookingDate: addDays(second!.collectionDate, 390),
+        reasonCode: "MD01",
       },
     ]);
     const report = await bridge.importStatement(xml, "camt-2.xml");
-    expect(report.returned).to.have.length(1);
-    expect(report.returned[0]).to.include({
-      debitId: "1",
-      reasonCode: "MD06",
-      afterCollection: true,
-    });
+    expect(report.returned.map((r) => [r.debitId, r.reasonCode, r.afterCollection])).to.deep.equal([
+      ["1", "MD06", true],
+      ["2", "MD01", true],
+    ]);
     expect(report.warnings).to.deep.equal([]);
     expect((await debit(1n)).status).to.equal(STATUS.Returned);
+    expect((await debit(2n)).status).to.equal(STATUS.Returned);
     expect(await agreementStatus(machines[0]!.agreementId)).to.equal(AGREEMENT.Suspended);
+    expect(await agreementStatus(machines[1]!.agreementId)).to.equal(AGREEMENT.Suspended);
+    // The refunded money is owed again: the debt re-opens.
+    const a1 = (await h.client.readContract({
+      address: h.payPerUse,
+      abi: h.abi,
+      functionName: "getAgreement",
+      args: [machines[1]!.agreementId],
+    })) as { debt: bigint };
+    expect(a1.debt).to.equal(251_000_000n);
   });
 });

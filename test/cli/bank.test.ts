@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { Hex } from "viem";
+import { addDays } from "../../services/bank/calendar.ts";
 import { signReading } from "../../services/shared/signatures.ts";
 import { readPain008, writeCamt054 } from "../../services/sim/bank.ts";
 import { CREDITOR, mandateInput, mint } from "../bank/fixtures.ts";
@@ -163,5 +164,33 @@ describe("ppu bank", function () {
 
     const debits = await ppu(["bank", "debits"]);
     expect(debits.stdout).to.match(/debit 1 {2}agreement \d+ {2}collected {2}10000 ct/);
+
+    // A refund the debtor's bank granted ten weeks after the collection: reported, with a warning.
+    const late = join(dir, "camt-refund.xml");
+    writeFileSync(
+      late,
+      writeCamt054({
+        version: "camt.054.001.08",
+        messageId: "BANK-CLI-2",
+        createdAt: new Date(),
+        accountIban: CREDITOR.iban,
+        entries: [
+          {
+            ...debit!,
+            direction: "DBIT",
+            bookingDate: addDays(debit!.collectionDate, 70),
+            reasonCode: "MD06",
+          },
+        ],
+      }),
+    );
+    const refunded = await ppu(["bank", "import", late]);
+    expect(refunded.code, refunded.stderr).to.equal(0);
+    expect(refunded.stdout).to.match(
+      /refunded debit 1 \(PPU-[0-9A-F]{8}-1\), 100\.00 EUR, reason MD06: reported in 0x/,
+    );
+    expect(refunded.stdout).to.match(
+      /warning: .*refund 70 days after the collection, beyond the 8 weeks/,
+    );
   });
 });
