@@ -37,6 +37,14 @@ export interface DevChainOptions {
   blockTimeMs?: number;
   /** How many funded accounts to derive (the network funds 20). */
   accountCount?: number;
+  /**
+   * Blocks take the wall clock's time even when several are mined within one second. Without it
+   * every block advances the chain's clock by at least a second, so thousands of quick transactions
+   * (registering a large fleet) put the chain minutes ahead of the machines' clocks.
+   */
+  wallClockBlocks?: boolean;
+  /** The chain's clock at its first block (default: now). */
+  initialDate?: Date;
 }
 
 export function devAccounts(count = 20): DevAccount[] {
@@ -136,7 +144,13 @@ export function serveJsonRpc(provider: EthereumProviderLike): Server {
 
 /** Starts an in-process Hardhat network and serves it on 127.0.0.1. */
 export async function startDevChain(options: DevChainOptions = {}): Promise<DevChain> {
-  const connection = await network.create({ override: { hardfork: "osaka" } });
+  const connection = await network.create({
+    override: {
+      hardfork: "osaka",
+      ...(options.wallClockBlocks ? { allowBlocksWithSameTimestamp: true } : {}),
+      ...(options.initialDate ? { initialDate: options.initialDate } : {}),
+    },
+  });
   const provider = connection.provider as EthereumProviderLike;
   if (options.blockTimeMs !== undefined && options.blockTimeMs > 0) {
     await provider.request({ method: "evm_setIntervalMining", params: [options.blockTimeMs] });
