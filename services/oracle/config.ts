@@ -36,6 +36,14 @@ export const oracleConfigSpec = defineConfig({
     max: 5,
     description: "5 (shared subscriptions) or 4 for brokers that speak only MQTT 3.1.1",
   },
+  MQTT_CONNECTIONS: {
+    type: "number",
+    default: 8,
+    min: 1,
+    max: 64,
+    description:
+      "connections in the shared subscription (MQTT 5): each keeps one reading in flight until it is journaled",
+  },
   MQTT_USERNAME: { type: "string", description: "broker user name" },
   MQTT_PASSWORD: { type: "string", secret: true, description: "broker password" },
   MQTT_CA_FILE: { type: "path", mustExist: true, description: "CA certificate for TLS brokers" },

@@ -48,8 +48,13 @@ export interface Oracle {
   flush(): Promise<void>;
 }
 
-export function createOracle(config: OracleConfig): Oracle {
-  const log = createLogger("oracle", config.LOG_LEVEL);
+export interface OracleOptions {
+  /** Where log lines go: 1 (stdout, the default) or 2 (stderr, for tools whose stdout is a result). */
+  logFd?: 1 | 2;
+}
+
+export function createOracle(config: OracleConfig, options: OracleOptions = {}): Oracle {
+  const log = createLogger("oracle", config.LOG_LEVEL, options.logFd ?? 1);
   const abi = payPerUseAbi();
   const address = config.CONTRACT_ADDRESS as Hex;
   // This instance's own nonce manager: it hands out nonces locally and is reset after a failed send.
@@ -67,6 +72,8 @@ export function createOracle(config: OracleConfig): Oracle {
   let chain: ChainState;
   let submitter: Submitter;
   let broker: EmbeddedBroker | undefined;
+  /** Connections taking readings; the first also publishes statuses. */
+  let connections: MqttClient[] = [];
   let mqttClient: MqttClient;
   let brokerUrl = config.MQTT_URL ?? "";
   let chainId = 0;
@@ -75,7 +82,7 @@ export function createOracle(config: OracleConfig): Oracle {
   let stopping = false;
   let subscription: string | undefined;
 
-  function publishStatus(status: Omit<StatusMessage, "v" | "at">): void {
+  function publishStatus(status: Omit<StatusMessage, "v" | "at">, qos: 0 | 1 = 1): void {
     if (!mqttClient?.connected) return;
     const message: StatusMessage = {
       v: PROTOCOL_VERSION,
@@ -83,8 +90,24 @@ export function createOracle(config: OracleConfig): Oracle {
       ...status,
     };
     mqttClient.publish(statusTopic(status.machineId), JSON.stringify(message), {
-      qos: 1,
+      qos,
       retain: true,
+    });
+  }
+
+  // `accepted` is informational (the PUBACK already told the machine its reading is durable): only the
+  // newest per machine is published, once per event-loop turn, at QoS 0. Settled, rejected and the
+  // agreement's states go out at QoS 1, each one.
+  const acceptedByMachine = new Map<string, Omit<StatusMessage, "v" | "at">>();
+  let acceptedScheduled = false;
+  function publishAccepted(status: Omit<StatusMessage, "v" | "at">): void {
+    acceptedByMachine.set(status.machineId, status);
+    if (acceptedScheduled) return;
+    acceptedScheduled = true;
+    setImmediate(() => {
+      acceptedScheduled = false;
+      for (const pending of acceptedByMachine.values()) publishStatus(pending, 0);
+      acceptedByMachine.clear();
     });
   }
 
@@ -181,7 +204,7 @@ export function createOracle(config: OracleConfig): Oracle {
     stats.accepted++;
     metrics.accepted.inc();
     metrics.ackLatency.observe((performance.now() - receivedAt) / 1000);
-    publishStatus({
+    publishAccepted({
       machineId: reading.machineId,
       agreementId: reading.agreementId.toString(),
       state: "accepted",
@@ -301,7 +324,6 @@ export function createOracle(config: OracleConfig): Oracle {
       }
       const options: IClientOptions = {
         protocolVersion: v5 ? 5 : 4,
-        clientId: `ppu-oracle-${account.address.slice(2, 10).toLowerCase()}`,
         clean: false,
         ...(v5 ? { properties: { sessionExpiryInterval: 3600 } } : {}),
         username: config.MQTT_USERNAME,
@@ -309,32 +331,50 @@ export function createOracle(config: OracleConfig): Oracle {
         ca: config.MQTT_CA_FILE ? readFileSync(config.MQTT_CA_FILE) : undefined,
         reconnectPeriod: 1000,
       };
-      mqttClient = await mqtt.connectAsync(brokerUrl, options);
-      // Acknowledge (PUBACK) only after the message is handled: journaled, or refused for good.
-      mqttClient.handleMessage = (packet, done) => {
-        const work = handle(packet.topic, Buffer.from(packet.payload as Buffer)).then(
-          () => done(),
-          (error: unknown) => {
-            log.error(
-              { err: error instanceof Error ? error.message : String(error) },
-              "could not journal a reading; it stays unacknowledged",
-            );
-            // Without PUBACK the broker delivers the message again after the reconnect.
-            mqttClient.end(true, {}, () => mqttClient.reconnect());
-          },
-        );
-        inFlight.add(work);
-        void work.finally(() => inFlight.delete(work));
-      };
+      // MQTT.js hands a connection's messages over one at a time and sends each PUBACK only after the
+      // reading is journaled, so one connection has one reading in flight. Several connections in the
+      // shared subscription keep several in flight, and the journal commits them together.
+      const count = v5 ? config.MQTT_CONNECTIONS : 1;
+      if (!v5 && !embedded && config.MQTT_CONNECTIONS > 1) {
+        log.warn("without MQTT 5 shared subscriptions the oracle takes readings on one connection");
+      }
+      const clientIdBase = `ppu-oracle-${account.address.slice(2, 10).toLowerCase()}`;
       subscription = v5 ? sharedReadingsSubscription(config.MQTT_SHARE_GROUP) : READINGS_WILDCARD;
-      await mqttClient.subscribeAsync(subscription, {
-        qos: 1,
-      });
+      for (let i = 0; i < count; i++) {
+        const connection = mqtt.connect(brokerUrl, {
+          ...options,
+          clientId: i === 0 ? clientIdBase : `${clientIdBase}-${i}`,
+        });
+        // Acknowledge (PUBACK) only after the message is handled: journaled, or refused for good. Set
+        // before the connection opens: a persistent session's backlog arrives right after CONNACK.
+        connection.handleMessage = (packet, done) => {
+          const work = handle(packet.topic, Buffer.from(packet.payload as Buffer)).then(
+            () => done(),
+            (error: unknown) => {
+              log.error(
+                { err: error instanceof Error ? error.message : String(error) },
+                "could not journal a reading; it stays unacknowledged",
+              );
+              // Without PUBACK the broker delivers the message again after the reconnect.
+              connection.end(true, {}, () => connection.reconnect());
+            },
+          );
+          inFlight.add(work);
+          void work.finally(() => inFlight.delete(work));
+        };
+        await new Promise<void>((resolve, reject) => {
+          connection.once("connect", () => resolve());
+          connection.once("error", reject);
+        });
+        await connection.subscribeAsync(subscription, { qos: 1 });
+        connections.push(connection);
+      }
+      mqttClient = connections[0]!;
       if (config.HEALTH_PORT >= 0) {
         health = await startHealthServer(
           metrics,
           async () => ({
-            broker: mqttClient.connected,
+            broker: connections.every((c) => c.connected),
             journal: await db.query("SELECT 1").then(
               () => true,
               () => false,
@@ -357,12 +397,17 @@ export function createOracle(config: OracleConfig): Oracle {
     async stop() {
       stopping = true;
       if (batchTimer) clearTimeout(batchTimer);
-      if (subscription) await mqttClient?.unsubscribeAsync(subscription).catch(() => {});
+      if (subscription) {
+        await Promise.all(
+          connections.map((c) => c.unsubscribeAsync(subscription!).catch(() => {})),
+        );
+      }
       await Promise.allSettled([...inFlight]);
       await journal?.flush();
       await submitting;
       await submit();
-      await mqttClient?.endAsync();
+      await Promise.all(connections.map((c) => c.endAsync()));
+      connections = [];
       await chain?.stop();
       await db?.close();
       await broker?.stop();
