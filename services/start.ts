@@ -2,18 +2,27 @@
  * `npm start`: the whole system on one machine with nothing installed but Node.js.
  *
  * An in-process Hardhat chain served as JSON-RPC on localhost, the contracts deployed to it, the
- * oracle with its embedded MQTT broker and journal, a simulated fleet with both key types, and the
- * live dashboard. Ctrl-C stops everything in reverse order; a second Ctrl-C exits at once.
+ * oracle with its embedded MQTT broker and journal, a simulated fleet with both key types, the bank
+ * bridge with a simulated bank (the lessee's SEPA mandate, settlement every 20 s, pain.008 out and
+ * camt.054 back), and the live dashboard. Ctrl-C stops everything in reverse order; a second Ctrl-C
+ * exits at once.
  *
  * Settings: PORT (dashboard, default 8080), RPC_PORT (JSON-RPC, default 8545), MACHINES (default 6),
- * LOG_LEVEL (oracle logs, default warn).
+ * LOG_LEVEL (oracle logs, default warn), BANK_OUT_DIR (SEPA files, default .data/start/bank).
  */
-import { createPublicClient, http } from "viem";
+import { createPublicClient, createWalletClient, http, type Abi } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
 import { buildDashboard } from "./api/dashboard.ts";
 import { LiveView } from "./api/live-view.ts";
 import { createOracle } from "./oracle/service.ts";
 import { loadOracleConfig } from "./oracle/config.ts";
+import { BankBridge } from "./bank/bridge.ts";
+import { connectBankChain } from "./bank/chain.ts";
+import { loadArtifact, payPerUseAbi } from "./shared/artifacts.ts";
+import { openDatabase } from "./shared/db.ts";
+import { chainFor } from "./shared/deployment.ts";
 import { deploySuite, startDevChain } from "./shared/devchain.ts";
+import { startBankSimulation } from "./sim/bank.ts";
 import { startFleet } from "./sim/fleet.ts";
 
 const port = Number(process.env.PORT ?? 8080);
@@ -96,6 +105,97 @@ try {
   });
   stops.push({ name: "fleet", stop: () => fleet.stop() });
 
+  // The bank bridge: the lessee's SEPA mandate on every agreement, settlement every 20 s (which asks
+  // for a direct debit when an escrow ran dry), and a simulated bank answering each pain.008.
+  const outDir = process.env.BANK_OUT_DIR ?? ".data/start/bank";
+  const bankDb = await openDatabase();
+  stops.push({ name: "bank store", stop: () => bankDb.close() });
+  const creditor = {
+    name: "Maschinenpark Nord GmbH",
+    iban: "DE02120300000000202051",
+    bic: "BYLADEM1001",
+    creditorId: "DE98ZZZ09999999999",
+    address: {
+      street: "Hafenstrasse",
+      buildingNumber: "12",
+      postCode: "20457",
+      town: "Hamburg",
+      country: "DE",
+    },
+  };
+  const bridge = await BankBridge.open({
+    db: bankDb,
+    chain: await connectBankChain({
+      rpcUrl: chain.rpcUrl,
+      contract: deployment.payPerUse,
+      bankKey: bank!.privateKey,
+    }),
+    creditor,
+    eurTokens: [deployment.token],
+    outDir,
+  });
+  const mandate = await bridge.addMandate({
+    mandateId: "DEMO-LESSEE-0001",
+    signedOn: new Date().toISOString().slice(0, 10),
+    debtorName: "Jörg Müller Bau GmbH",
+    iban: "DE89370400440532013000",
+    address: {
+      street: "Domstraße",
+      buildingNumber: "1",
+      postCode: "50667",
+      town: "Köln",
+      country: "DE",
+    },
+  });
+  const chainDef = await chainFor(chain.rpcUrl);
+  const wallet = (key: `0x${string}`) =>
+    createWalletClient({
+      account: privateKeyToAccount(key),
+      chain: chainDef,
+      transport: http(chain.rpcUrl),
+    });
+  const writer = createPublicClient({ chain: chainDef, transport: http(chain.rpcUrl) });
+  const abi = payPerUseAbi();
+  for (const m of fleet.machines) {
+    const hash = await wallet(lessee!.privateKey).writeContract({
+      address: deployment.payPerUse,
+      abi,
+      functionName: "setMandate",
+      args: [m.agreementId, mandate.mandateRef],
+    } as never);
+    await writer.waitForTransactionReceipt({ hash });
+  }
+  const minted = await wallet(deployer!.privateKey).writeContract({
+    address: deployment.token,
+    abi: loadArtifact("MockEURC").abi as Abi,
+    functionName: "mint",
+    args: [bank!.address, 10n ** 15n],
+  } as never);
+  await writer.waitForTransactionReceipt({ hash: minted });
+  step(`bank bridge: mandate ${mandate.mandateId} attached to ${fleet.machines.length} agreements`);
+  const settleTimer = setInterval(() => {
+    wallet(owner!.privateKey)
+      .writeContract({
+        address: deployment.payPerUse,
+        abi,
+        functionName: "settle",
+        args: [fleet.machines.map((m) => m.agreementId)],
+      } as never)
+      .catch((error: unknown) =>
+        step(`settlement failed: ${error instanceof Error ? error.message : error}`),
+      );
+  }, 20_000);
+  stops.push({ name: "settlement", stop: async () => clearInterval(settleTimer) });
+  const bankSim = startBankSimulation({
+    bridge,
+    accountIban: creditor.iban,
+    outDir,
+    everyMs: 10_000,
+    returnEvery: 4,
+    onProgress: step,
+  });
+  stops.push({ name: "bank bridge", stop: () => bankSim.stop() });
+
   const client = createPublicClient({ transport: http(chain.rpcUrl) });
   let block = 0n;
   const blockTimer = setInterval(() => {
@@ -117,6 +217,7 @@ try {
   console.log(
     `\nPayPerUse ${deployment.payPerUse}, token ${deployment.token}, ${fleet.machines.length} machines metering.`,
   );
+  console.log(`SEPA files (pain.008 out, camt.054 in): ${outDir}`);
   console.log(`Dashboard: http://localhost:${port}`);
 } catch (error) {
   console.error("npm start failed:", error instanceof Error ? error.message : error);

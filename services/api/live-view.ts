@@ -153,6 +153,11 @@ export class LiveView extends EventEmitter {
       case "EscrowToppedUp":
         row.escrow = e.args.escrow!;
         break;
+      case "DirectDebitCollected": {
+        const debt = BigInt(row.debt) - BigInt(e.args.amount ?? "0");
+        row.debt = (debt > 0n ? debt : 0n).toString();
+        break;
+      }
       case "AgreementSuspended":
         row.status = "suspended";
         break;

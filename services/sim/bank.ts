@@ -3,7 +3,10 @@
  * debit/credit notification in either namespace, booking each debit as collected or returned.
  * `npm start` and the tests use it to run the whole cycle without a real bank.
  */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
 import { XMLParser } from "fast-xml-parser";
+import type { BankBridge } from "../bank/bridge.ts";
 import type { IsoDate } from "../bank/calendar.ts";
 import { formatCents, parseCents } from "../bank/sepa.ts";
 
@@ -107,4 +110,86 @@ ${entries.join("\n")}
   </BkToCstmrDbtCdtNtfctn>
 </Document>
 `;
+}
+
+export interface BankSimulationOptions {
+  bridge: BankBridge;
+  /** The creditor's account the notifications are for. */
+  accountIban: string;
+  /** Where the notifications the simulated bank sends are written. */
+  outDir: string;
+  everyMs: number;
+  /** Every n-th debit is returned for insufficient funds (AM04); the others are collected. 0: none. */
+  returnEvery?: number;
+  onProgress?: (message: string) => void;
+}
+
+/**
+ * A round trip every `everyMs`: the bridge follows the chain and writes a pain.008 for the open
+ * debits; the simulated bank books them (most collected, some returned) and answers with a camt.054
+ * that the bridge imports.
+ */
+export function startBankSimulation(options: BankSimulationOptions): { stop(): Promise<void> } {
+  const progress = options.onProgress ?? (() => {});
+  let round = 0;
+  let running: Promise<void> | undefined;
+  let stopped = false;
+  let debitsSeen = 0;
+
+  async function once(): Promise<void> {
+    await options.bridge.sync();
+    const exported = await options.bridge.exportBatch();
+    if (!exported.file) return;
+    progress(
+      `bank bridge: ${exported.debits} direct debit(s), ${exported.controlSum} EUR, in ${basename(exported.file)}`,
+    );
+    const debits = readPain008(readFileSync(exported.file, "utf8"));
+    round += 1;
+    const entries: BookedEntry[] = debits.map((debit) => {
+      debitsSeen += 1;
+      const returned = (options.returnEvery ?? 0) > 0 && debitsSeen % options.returnEvery! === 0;
+      return {
+        ...debit,
+        direction: returned ? "DBIT" : "CRDT",
+        bookingDate: debit.collectionDate,
+        ...(returned ? { reasonCode: "AM04" } : {}),
+      };
+    });
+    const messageId = `SIMBANK-${Date.now()}-${round}`;
+    const xml = writeCamt054({
+      version: "camt.054.001.08",
+      messageId,
+      createdAt: new Date(),
+      accountIban: options.accountIban,
+      entries,
+    });
+    mkdirSync(options.outDir, { recursive: true });
+    const file = join(options.outDir, `camt.054-${messageId}.xml`);
+    writeFileSync(file, xml);
+    const report = await options.bridge.importStatement(xml, basename(file));
+    progress(
+      `bank bridge: ${report.collected.length} collected, ${report.returned.length} returned (${basename(file)})`,
+    );
+  }
+
+  const timer = setInterval(() => {
+    if (running || stopped) return;
+    running = once()
+      .catch((error: unknown) =>
+        progress(
+          `bank bridge: round failed: ${error instanceof Error ? error.message : String(error)}`,
+        ),
+      )
+      .finally(() => {
+        running = undefined;
+      });
+  }, options.everyMs);
+
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running;
+    },
+  };
 }

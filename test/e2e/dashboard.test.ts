@@ -7,8 +7,10 @@
  */
 import { expect } from "chai";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -51,6 +53,7 @@ describe("npm start and the live dashboard", function () {
         RPC_PORT: String(rpcPort),
         MACHINES: "4",
         LOG_LEVEL: "warn",
+        BANK_OUT_DIR: mkdtempSync(join(tmpdir(), "ppu-start-bank-")),
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
