@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { registerBankCommands } from "../services/bank/cli.ts";
 import { registerDeviceCommands } from "../services/device/cli.ts";
+import { registerOracleCommands } from "../services/oracle/cli.ts";
 import { payPerUseAbi } from "../services/shared/artifacts.ts";
 import { explainRevert, withTokenErrors } from "../services/shared/revert.ts";
 import { registerDeployCommand } from "./commands/deploy.ts";
@@ -17,6 +18,7 @@ program
 registerDeployCommand(program);
 registerDeviceCommands(program);
 registerBankCommands(program);
+registerOracleCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import type { Hex } from "viem";
 import { defineConfig, loadConfig, type Config } from "../shared/config.ts";
 import { ConfigError } from "../shared/errors.ts";
+import { decryptKeystore, readPasswordFile } from "./keystore.ts";
 
 export const oracleConfigSpec = defineConfig({
   RPC_URL: { type: "url", required: true, description: "JSON-RPC endpoint of the chain" },
@@ -87,6 +88,41 @@ export const oracleConfigSpec = defineConfig({
     min: 0,
     description: "how far a reading's timestamp may lie ahead of this clock",
   },
+  ORACLE_KEYSTORE: {
+    type: "path",
+    mustExist: true,
+    description:
+      "encrypted key file (Web3 Secret Storage JSON, `ppu oracle keystore create`) instead of a plain key",
+  },
+  ORACLE_KEYSTORE_PASSWORD: {
+    type: "string",
+    secret: true,
+    description: "password of ORACLE_KEYSTORE (or ORACLE_KEYSTORE_PASSWORD_FILE)",
+  },
+  ORACLE_KEYSTORE_PASSWORD_FILE: {
+    type: "path",
+    mustExist: true,
+    description: "file holding the password of ORACLE_KEYSTORE (its first line)",
+  },
+  STUCK_TX_MS: {
+    type: "number",
+    default: 30000,
+    min: 100,
+    description: "a submission not mined within this time is sent again with fees raised by 12.5 %",
+  },
+  MAX_FEE_GWEI: {
+    type: "number",
+    default: 500,
+    min: 0.000000001,
+    description: "ceiling of maxFeePerGas, for the first send and every replacement",
+  },
+  REORG_WINDOW_BLOCKS: {
+    type: "number",
+    default: 64,
+    min: 0,
+    description:
+      "settled readings are re-checked for this many blocks and submitted again if their transaction left the chain (0 = never)",
+  },
   LOG_LEVEL: {
     type: "string",
     default: "info",
@@ -116,13 +152,46 @@ export function loadOracleConfig(
 ): OracleConfig {
   const config = loadConfig(oracleConfigSpec, env);
   let privateKey = config.ORACLE_PRIVATE_KEY as Hex | undefined;
+  if (config.ORACLE_KEYSTORE) {
+    privateKey = keyFromKeystore(config);
+  } else if (config.ORACLE_KEYSTORE_PASSWORD || config.ORACLE_KEYSTORE_PASSWORD_FILE) {
+    throw new ConfigError("A keystore password is set but no keystore", {
+      details: "Set ORACLE_KEYSTORE to the encrypted key file, or drop the password setting.",
+    });
+  }
   if (!privateKey && config.ORACLE_KEY_FILE) {
     privateKey = readFileSync(config.ORACLE_KEY_FILE, "utf8").trim() as Hex;
   }
   if (!privateKey || !/^0x[0-9a-fA-F]{64}$/.test(privateKey)) {
     throw new ConfigError("The oracle needs its private key", {
-      details: "Set ORACLE_PRIVATE_KEY or ORACLE_KEY_FILE to a 32-byte hex key (0x…).",
+      details:
+        "Set ORACLE_KEYSTORE (with its password), or ORACLE_PRIVATE_KEY or ORACLE_KEY_FILE to a 32-byte hex key (0x…).",
     });
   }
   return { ...config, privateKey };
+}
+
+/** Decrypts ORACLE_KEYSTORE with its password; exactly one key source and one password source. */
+function keyFromKeystore(config: Config<typeof oracleConfigSpec>): Hex {
+  const keystore = config.ORACLE_KEYSTORE!;
+  if (config.ORACLE_PRIVATE_KEY || config.ORACLE_KEY_FILE) {
+    throw new ConfigError("More than one oracle key is configured", {
+      details: "Set either ORACLE_KEYSTORE or ORACLE_PRIVATE_KEY / ORACLE_KEY_FILE, not both.",
+    });
+  }
+  if (config.ORACLE_KEYSTORE_PASSWORD && config.ORACLE_KEYSTORE_PASSWORD_FILE) {
+    throw new ConfigError("The keystore password is set twice", {
+      details: "Set either ORACLE_KEYSTORE_PASSWORD or ORACLE_KEYSTORE_PASSWORD_FILE, not both.",
+    });
+  }
+  const password = config.ORACLE_KEYSTORE_PASSWORD_FILE
+    ? readPasswordFile(config.ORACLE_KEYSTORE_PASSWORD_FILE)
+    : config.ORACLE_KEYSTORE_PASSWORD;
+  if (!password) {
+    throw new ConfigError(`The keystore ${keystore} needs its password`, {
+      details:
+        "Set ORACLE_KEYSTORE_PASSWORD, or ORACLE_KEYSTORE_PASSWORD_FILE to a file holding it.",
+    });
+  }
+  return decryptKeystore(keystore, password).privateKey;
 }

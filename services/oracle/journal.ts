@@ -22,6 +22,11 @@ export const JOURNAL_MIGRATIONS = [
   `CREATE INDEX IF NOT EXISTS oracle_readings_by_agreement
      ON oracle_readings (agreement_id, cumulative_units DESC)`,
   `CREATE INDEX IF NOT EXISTS oracle_readings_pending ON oracle_readings (state) WHERE state = 'pending'`,
+  // The block that holds a settling transaction, so that settlements can be re-checked after a reorganisation.
+  `ALTER TABLE oracle_readings ADD COLUMN IF NOT EXISTS settled_block NUMERIC(78)`,
+  `ALTER TABLE oracle_readings ADD COLUMN IF NOT EXISTS settled_block_hash TEXT`,
+  `CREATE INDEX IF NOT EXISTS oracle_readings_by_settled_block
+     ON oracle_readings (settled_block) WHERE settled_block IS NOT NULL`,
 ];
 
 export interface JournalRow {
@@ -31,6 +36,11 @@ export interface JournalRow {
   timestamp: bigint;
   signature: Hex;
   attested: boolean;
+}
+
+export interface SettlementBlock {
+  number: bigint;
+  hash: Hex;
 }
 
 interface Waiting {
@@ -155,17 +165,91 @@ export class Journal {
     }));
   }
 
-  /** Everything up to `cumulativeUnits` of an agreement is settled on-chain. */
+  /**
+   * Everything up to `cumulativeUnits` of an agreement is settled on-chain; by `txHash` in `block`
+   * when this instance's transaction did it.
+   */
   async markSettled(
     agreementId: bigint,
     cumulativeUnits: bigint,
     txHash: string | null,
+    block?: SettlementBlock,
   ): Promise<void> {
     await this.db.query(
-      `UPDATE oracle_readings SET state = 'settled', tx_hash = COALESCE($3, tx_hash)
+      `UPDATE oracle_readings SET state = 'settled', tx_hash = COALESCE($3, tx_hash),
+              settled_block = $4, settled_block_hash = $5
        WHERE agreement_id = $1 AND cumulative_units <= $2 AND state = 'pending'`,
-      [agreementId.toString(), cumulativeUnits.toString(), txHash],
+      [
+        agreementId.toString(),
+        cumulativeUnits.toString(),
+        txHash,
+        block?.number.toString() ?? null,
+        block?.hash ?? null,
+      ],
     );
+  }
+
+  /** The transactions that settled readings in blocks from `fromBlock` on, newest block first. */
+  async settlementsSince(fromBlock: bigint): Promise<(SettlementBlock & { txHash: Hex })[]> {
+    const { rows } = await this.db.query<{
+      tx_hash: string;
+      block_number: string;
+      block_hash: string;
+    }>(
+      `SELECT tx_hash, settled_block::text AS block_number, settled_block_hash AS block_hash
+       FROM oracle_readings
+       WHERE state = 'settled' AND settled_block >= $1 AND tx_hash IS NOT NULL
+       GROUP BY tx_hash, settled_block, settled_block_hash
+       ORDER BY settled_block DESC`,
+      [fromBlock.toString()],
+    );
+    return rows.map((row) => ({
+      txHash: row.tx_hash as Hex,
+      number: BigInt(row.block_number),
+      hash: row.block_hash as Hex,
+    }));
+  }
+
+  /** The agreements whose readings `txHash` settled. */
+  async agreementsSettledBy(txHash: Hex): Promise<bigint[]> {
+    const { rows } = await this.db.query<{ agreement_id: string }>(
+      `SELECT DISTINCT agreement_id::text FROM oracle_readings
+       WHERE tx_hash = $1 AND state = 'settled'`,
+      [txHash],
+    );
+    return rows.map((row) => BigInt(row.agreement_id));
+  }
+
+  /** The transaction was mined again, in another block. */
+  async moveSettlement(txHash: Hex, block: SettlementBlock): Promise<void> {
+    await this.db.query(
+      `UPDATE oracle_readings SET settled_block = $2, settled_block_hash = $3
+       WHERE tx_hash = $1 AND state = 'settled'`,
+      [txHash, block.number.toString(), block.hash],
+    );
+  }
+
+  /**
+   * `txHash` is no longer in the chain: the agreement's readings it settled above the chain's meter
+   * (`onChainUnits`) are pending again; those at or below it stay settled, by whatever put the
+   * meter there. Returns how many readings went back to pending.
+   */
+  async reopen(agreementId: bigint, txHash: Hex, onChainUnits: bigint): Promise<number> {
+    return this.db.transaction(async (tx) => {
+      const { rows } = await tx.query(
+        `UPDATE oracle_readings
+         SET state = 'pending', tx_hash = NULL, settled_block = NULL, settled_block_hash = NULL
+         WHERE agreement_id = $1 AND tx_hash = $2 AND state = 'settled' AND cumulative_units > $3
+         RETURNING id`,
+        [agreementId.toString(), txHash, onChainUnits.toString()],
+      );
+      await tx.query(
+        `UPDATE oracle_readings SET tx_hash = NULL, settled_block = NULL, settled_block_hash = NULL
+         WHERE agreement_id = $1 AND tx_hash = $2 AND state = 'settled'`,
+        [agreementId.toString(), txHash],
+      );
+      return rows.length;
+    });
   }
 
   async markSkipped(

@@ -40,6 +40,16 @@ export class OracleMetrics {
     help: "Gas used by submissions",
     registers: [this.registry],
   });
+  readonly replacements = new Counter({
+    name: "ppu_oracle_tx_replacements_total",
+    help: "Submissions sent again with the same nonce and higher fees because they were not mined in time",
+    registers: [this.registry],
+  });
+  readonly reorged = new Counter({
+    name: "ppu_oracle_readings_reorged_total",
+    help: "Settled readings pending again because their transaction left the chain",
+    registers: [this.registry],
+  });
   readonly ackLatency = new Histogram({
     name: "ppu_oracle_ack_seconds",
     help: "From receiving a reading to its durable acknowledgement",

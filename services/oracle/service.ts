@@ -313,6 +313,12 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
         maxReadings: config.BATCH_MAX_READINGS,
         confirmations: config.CONFIRMATIONS,
         log,
+        stuckTxMs: config.STUCK_TX_MS,
+        maxFeeGwei: config.MAX_FEE_GWEI,
+        reorgWindowBlocks: config.REORG_WINDOW_BLOCKS,
+        pollMs: config.CHAIN_POLL_MS,
+        metrics,
+        stopping: () => stopping,
       });
 
       const embedded = !config.MQTT_URL;
