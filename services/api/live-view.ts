@@ -80,7 +80,7 @@ export class LiveView extends EventEmitter {
   }
 
   private async poll(): Promise<void> {
-    const head = await this.client.getBlockNumber();
+    const head = await this.client.getBlockNumber({ cacheTime: 0 });
     if (head < this.next) return;
     const logs = await this.client.getLogs({
       address: this.address,

@@ -682,7 +682,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       const { rows } = await db.query<Record<string, string>>(
         `SELECT reading_ts::text AS reading_ts, block_number::text AS block_number, cumulative_units::text AS cumulative_units,
                 units::text AS units, charge::text AS charge, escrow::text AS escrow, debt::text AS debt, tx_hash
-         FROM idx_usage WHERE agreement_id = $1 AND reading_ts >= $2 AND reading_ts < $3 ORDER BY block_number, log_index`,
+         FROM idx_usage u WHERE u.agreement_id = $1 AND u.reading_ts >= $2 AND u.reading_ts < $3 ORDER BY u.block_number, u.log_index`,
         [agreementId, q.from ?? 0, q.to ?? Number.MAX_SAFE_INTEGER],
       );
       const lines = ["time,reading_timestamp,block,cumulative_units,units,charge,escrow,debt,tx"];

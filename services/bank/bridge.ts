@@ -507,7 +507,7 @@ export class BankBridge {
     const { rows } = await this.#db.query(
       `SELECT debit_id::text, agreement_id::text, mandate_ref, token, amount::text, due_at, chain_status, state, problem,
               end_to_end_id, cents::text, sequence_type, collection_date, collected_on, returned_on, return_reason
-       FROM bank_debits WHERE contract = $1 AND ($2::text IS NULL OR state = $2) ORDER BY debit_id`,
+       FROM bank_debits WHERE contract = $1 AND ($2::text IS NULL OR state = $2) ORDER BY bank_debits.debit_id`,
       [this.#contract, filter.state ?? null],
     );
     return rows;

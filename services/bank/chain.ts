@@ -116,7 +116,7 @@ export async function connectBankChain(options: BankChainOptions): Promise<BankC
     chainId: chain.id,
     contract: options.contract,
     account: account?.address,
-    head: () => client.getBlockNumber(),
+    head: () => client.getBlockNumber({ cacheTime: 0 }),
     async events(fromBlock, toBlock) {
       const logs = await client.getLogs({ address: options.contract, fromBlock, toBlock });
       const parsed = parseEventLogs({

@@ -155,7 +155,7 @@ export class Indexer extends EventEmitter {
   async syncOnce(): Promise<number> {
     const { client, db } = this.#o;
     await this.#handleReorg();
-    const latest = await client.getBlockNumber();
+    const latest = await client.getBlockNumber({ cacheTime: 0 });
     const target = latest - BigInt(this.#o.confirmations ?? 0);
     const { rows } = await db.query<{ next_block: string }>(
       "SELECT next_block::text AS next_block FROM idx_cursor WHERE contract = $1",
@@ -240,7 +240,7 @@ export class Indexer extends EventEmitter {
   async #handleReorg(): Promise<void> {
     const { db, client } = this.#o;
     const { rows } = await db.query<{ number: string; hash: string }>(
-      "SELECT number::text AS number, hash FROM idx_blocks ORDER BY number DESC LIMIT 64",
+      "SELECT b.number::text AS number, b.hash FROM idx_blocks b ORDER BY b.number DESC LIMIT 64",
     );
     if (rows.length === 0) return;
     const newest = await client
@@ -285,7 +285,7 @@ export class Indexer extends EventEmitter {
         machine_id: string | null;
         args: Record<string, unknown> | string;
       }>(
-        "SELECT block_number::text AS block_number, log_index, tx_hash, name, agreement_id::text AS agreement_id, machine_id, args FROM idx_events ORDER BY block_number, log_index",
+        "SELECT block_number::text AS block_number, log_index, tx_hash, name, agreement_id::text AS agreement_id, machine_id, args FROM idx_events e ORDER BY e.block_number, e.log_index",
       );
       for (const row of events) {
         await applyEvent(tx, {

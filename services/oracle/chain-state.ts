@@ -135,7 +135,7 @@ export class ChainState {
 
   /** Follows the contract's events from the current block on, dropping what they make stale. */
   async start(pollMs: number): Promise<void> {
-    this.fromBlock = (await this.client.getBlockNumber()) + 1n;
+    this.fromBlock = (await this.client.getBlockNumber({ cacheTime: 0 })) + 1n;
     const tick = () => {
       this.polling = this.poll()
         .catch(() => {})
@@ -154,7 +154,7 @@ export class ChainState {
   }
 
   private async poll(): Promise<void> {
-    const head = await this.client.getBlockNumber();
+    const head = await this.client.getBlockNumber({ cacheTime: 0 });
     if (this.fromBlock === undefined || head < this.fromBlock) return;
     const logs = await this.client.getLogs({
       address: this.address,

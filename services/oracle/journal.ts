@@ -125,8 +125,8 @@ export class Journal {
       reading_ts: string;
       signature: string;
     }>(
-      `SELECT cumulative_units::text, reading_ts::text, signature FROM oracle_readings
-       WHERE agreement_id = $1 ORDER BY cumulative_units DESC LIMIT 1`,
+      `SELECT r.cumulative_units::text, r.reading_ts::text, r.signature FROM oracle_readings r
+       WHERE r.agreement_id = $1 ORDER BY r.cumulative_units DESC LIMIT 1`,
       [agreementId.toString()],
     );
     const row = rows[0];
@@ -149,10 +149,10 @@ export class Journal {
       signature: string;
       attested: boolean;
     }>(
-      `SELECT DISTINCT ON (agreement_id) agreement_id::text, machine_id, cumulative_units::text,
-              reading_ts::text, signature, attested
-       FROM oracle_readings WHERE state = 'pending'
-       ORDER BY agreement_id, cumulative_units DESC LIMIT $1`,
+      `SELECT DISTINCT ON (r.agreement_id) r.agreement_id::text, r.machine_id, r.cumulative_units::text,
+              r.reading_ts::text, r.signature, r.attested
+       FROM oracle_readings r WHERE r.state = 'pending'
+       ORDER BY r.agreement_id, r.cumulative_units DESC LIMIT $1`,
       [limit],
     );
     return rows.map((row) => ({

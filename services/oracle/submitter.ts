@@ -367,7 +367,7 @@ export class Submitter {
    */
   private async recheckSettlements(): Promise<void> {
     if (this.reorgWindowBlocks === 0n) return;
-    const head = await this.o.client.getBlockNumber();
+    const head = await this.o.client.getBlockNumber({ cacheTime: 0 });
     const from = head >= this.reorgWindowBlocks ? head - this.reorgWindowBlocks + 1n : 0n;
     let reopened = 0;
     let dropped = false;
