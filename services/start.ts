@@ -2,17 +2,24 @@
  * `npm start`: the whole system on one machine with nothing installed but Node.js.
  *
  * An in-process Hardhat chain served as JSON-RPC on localhost, the contracts deployed to it, the
- * oracle with its embedded MQTT broker and journal, a simulated fleet with both key types, the bank
+ * oracle with its embedded MQTT broker and journal, the indexer and the API, a simulated fleet with
+ * both key types, the bank
  * bridge with a simulated bank (the lessee's SEPA mandate, settlement every 20 s, pain.008 out and
  * camt.054 back), and the live dashboard. Ctrl-C stops everything in reverse order; a second Ctrl-C
  * exits at once.
  *
- * Settings: PORT (dashboard, default 8080), RPC_PORT (JSON-RPC, default 8545), MACHINES (default 6),
- * LOG_LEVEL (oracle logs, default warn), BANK_OUT_DIR (SEPA files, default .data/start/bank).
+ * Settings: PORT (dashboard and API, default 8080), RPC_PORT (JSON-RPC, default 8545), MACHINES
+ * (default 6), LOG_LEVEL (oracle logs, default warn), BANK_OUT_DIR (SEPA files, default
+ * .data/start/bank), API_ADMIN_TOKEN (the operator's API token; a random one is printed otherwise).
  */
 import { createPublicClient, createWalletClient, http, type Abi } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { buildDashboard } from "./api/dashboard.ts";
+import { randomBytes } from "node:crypto";
+import type { PublicClient } from "viem";
+import { Auth } from "./api/auth.ts";
+import { registerDashboard } from "./api/dashboard.ts";
+import { buildApi } from "./api/server.ts";
+import { Indexer } from "./indexer/indexer.ts";
 import { LiveView } from "./api/live-view.ts";
 import { createOracle } from "./oracle/service.ts";
 import { loadOracleConfig } from "./oracle/config.ts";
@@ -206,18 +213,49 @@ try {
   }, 1000);
   stops.push({ name: "block watcher", stop: async () => clearInterval(blockTimer) });
 
-  const app = buildDashboard({
-    view,
-    names: new Map(fleet.machines.map((m) => [m.machineId, `${m.name} (${m.keyType})`])),
-    health: () => ({ ...oracle.stats, block: block.toString() }),
+  // The API: the indexer fills its own store from the chain; the dashboard is served by the same server.
+  const apiDb = await openDatabase();
+  stops.push({ name: "API store", stop: () => apiDb.close() });
+  const indexer = await Indexer.open({
+    db: apiDb,
+    client: createPublicClient({ chain: chainDef, transport: http(chain.rpcUrl) }) as PublicClient,
+    address: deployment.payPerUse,
+    abi,
+    startBlock: deployment.deployBlock,
+    pollMs: 500,
+  });
+  indexer.start();
+  stops.push({ name: "indexer", stop: () => indexer.stop() });
+  const adminToken = process.env.API_ADMIN_TOKEN ?? randomBytes(18).toString("base64url");
+  const auth = await Auth.open(apiDb, {
+    domain: `localhost:${port}`,
+    chainId: chain.chainId,
+    adminToken,
+  });
+  const app = await buildApi({
+    db: apiDb,
+    auth,
+    indexer,
+    bridge,
+    extend: (server) =>
+      registerDashboard(server, {
+        view,
+        names: new Map(fleet.machines.map((m) => [m.machineId, `${m.name} (${m.keyType})`])),
+        health: () => ({
+          ...oracle.stats,
+          block: block.toString(),
+          indexedBlock: indexer.head.toString(),
+        }),
+      }),
   });
   await app.listen({ port, host: "127.0.0.1" });
-  stops.push({ name: "dashboard", stop: () => app.close() });
+  stops.push({ name: "API and dashboard", stop: () => app.close() });
 
   console.log(
     `\nPayPerUse ${deployment.payPerUse}, token ${deployment.token}, ${fleet.machines.length} machines metering.`,
   );
   console.log(`SEPA files (pain.008 out, camt.054 in): ${outDir}`);
+  console.log(`API: http://localhost:${port}/docs (operator token: ${adminToken})`);
   console.log(`Dashboard: http://localhost:${port}`);
 } catch (error) {
   console.error("npm start failed:", error instanceof Error ? error.message : error);

@@ -22,13 +22,21 @@ export interface DashboardDeps {
 
 export function buildDashboard(deps: DashboardDeps): FastifyInstance {
   const app = Fastify({ logger: false });
+  registerDashboard(app, deps);
+  return app;
+}
 
-  app.get("/", async (_request, reply) => reply.type("text/html; charset=utf-8").send(PAGE));
+/** Adds the page and its data routes to a server (the API's, under `npm start`). */
+export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): void {
+  app.get("/", { schema: { hide: true } }, async (_request, reply) =>
+    reply.type("text/html; charset=utf-8").send(PAGE),
+  );
 
   app.get(
     "/api/agreements",
     {
       schema: {
+        hide: true,
         response: { 200: { type: "array", items: { type: "object", additionalProperties: true } } },
       },
     },
@@ -39,9 +47,9 @@ export function buildDashboard(deps: DashboardDeps): FastifyInstance {
       })),
   );
 
-  app.get("/api/health", async () => deps.health());
+  app.get("/api/health", { schema: { hide: true } }, async () => deps.health());
 
-  app.get("/api/events", (request, reply) => {
+  app.get("/api/events", { schema: { hide: true } }, (request, reply) => {
     reply.raw.writeHead(200, {
       "content-type": "text/event-stream",
       "cache-control": "no-cache",
@@ -57,6 +65,4 @@ export function buildDashboard(deps: DashboardDeps): FastifyInstance {
       deps.view.off("event", send);
     });
   });
-
-  return app;
 }
