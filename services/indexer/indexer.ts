@@ -119,6 +119,8 @@ export class Indexer extends EventEmitter {
 
   private constructor(options: IndexerOptions) {
     super();
+    // Every event-stream client listens; there may be many.
+    this.setMaxListeners(0);
     this.#o = options;
     this.#contract = options.address.toLowerCase();
   }
