@@ -246,6 +246,14 @@ try {
           block: block.toString(),
           indexedBlock: indexer.head.toString(),
         }),
+        debits: async () =>
+          (
+            await apiDb.query<Record<string, unknown>>(
+              `SELECT d.debit_id::text AS "debitId", d.agreement_id::text AS "agreementId", d.amount::text AS amount,
+                      d.due_date::text AS "dueDate", d.status, d.return_reason AS "returnReason"
+               FROM idx_debits d ORDER BY d.debit_id DESC LIMIT 20`,
+            )
+          ).rows,
       }),
   });
   await app.listen({ port, host: "127.0.0.1" });

@@ -18,6 +18,8 @@ export interface DashboardDeps {
   health: () => Record<string, unknown>;
   /** Machine names for display, by machine id. */
   names?: Map<string, string>;
+  /** Direct debits and their state, newest first. */
+  debits?: () => Promise<Record<string, unknown>[]>;
 }
 
 export function buildDashboard(deps: DashboardDeps): FastifyInstance {
@@ -48,6 +50,10 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): vo
   );
 
   app.get("/api/health", { schema: { hide: true } }, async () => deps.health());
+
+  app.get("/api/debits", { schema: { hide: true } }, async () =>
+    deps.debits ? deps.debits() : [],
+  );
 
   app.get("/api/events", { schema: { hide: true } }, (request, reply) => {
     reply.raw.writeHead(200, {
