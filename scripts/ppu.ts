@@ -1,11 +1,17 @@
 #!/usr/bin/env -S npx tsx
 import { Command } from "commander";
+import { registerApiCommands } from "../services/api/cli.ts";
 import { registerBankCommands } from "../services/bank/cli.ts";
 import { registerDeviceCommands } from "../services/device/cli.ts";
 import { registerOracleCommands } from "../services/oracle/cli.ts";
 import { payPerUseAbi } from "../services/shared/artifacts.ts";
 import { explainRevert, withTokenErrors } from "../services/shared/revert.ts";
+import { registerAgreementCommands } from "./commands/agreement.ts";
 import { registerDeployCommand } from "./commands/deploy.ts";
+import { registerMachineCommands } from "./commands/machine.ts";
+import { registerSettlementCommands } from "./commands/settlement.ts";
+import { registerTariffCommands } from "./commands/tariff.ts";
+import { registerUsageCommand } from "./commands/usage.ts";
 
 const program = new Command();
 program
@@ -19,6 +25,12 @@ registerDeployCommand(program);
 registerDeviceCommands(program);
 registerBankCommands(program);
 registerOracleCommands(program);
+registerApiCommands(program);
+registerMachineCommands(program);
+registerTariffCommands(program);
+registerAgreementCommands(program);
+registerSettlementCommands(program);
+registerUsageCommand(program);
 
 try {
   await program.parseAsync(process.argv);

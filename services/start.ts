@@ -3,9 +3,8 @@
  *
  * An in-process Hardhat chain served as JSON-RPC on localhost, the contracts deployed to it, the
  * oracle with its embedded MQTT broker and journal, the indexer and the API, a simulated fleet with
- * both key types, the bank
- * bridge with a simulated bank (the lessee's SEPA mandate, settlement every 20 s, pain.008 out and
- * camt.054 back), and the live dashboard. Ctrl-C stops everything in reverse order; a second Ctrl-C
+ * both key types, the bank bridge with a simulated bank (the lessee's SEPA mandate, settlement every
+ * 20 s, pain.008 out and camt.054 back), and the live dashboard. Ctrl-C stops everything in reverse order; a second Ctrl-C
  * exits at once.
  *
  * Settings: PORT (dashboard and API, default 8080), RPC_PORT (JSON-RPC, default 8545), MACHINES

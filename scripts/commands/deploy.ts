@@ -7,7 +7,7 @@ export function registerDeployCommand(program: Command): void {
     .command("deploy")
     .description("Deploy PayPerUse (and a local EURC-like token unless --token is given)")
     .requiredOption("--rpc <url>", "JSON-RPC endpoint", process.env.RPC_URL)
-    .option("--key <hex>", "deployer private key (or DEPLOYER_KEY)", process.env.DEPLOYER_KEY)
+    .option("--key <hex>", "deployer private key (or DEPLOYER_KEY)")
     .requiredOption("--bank <address>", "account receiving the bank role")
     .requiredOption("--oracle <addresses>", "comma-separated oracle signer addresses")
     .option("--threshold <n>", "oracle signatures required", "1")
@@ -17,7 +17,8 @@ export function registerDeployCommand(program: Command): void {
       "\nExample:\n  $ ppu deploy --rpc http://127.0.0.1:8545 --key 0xac09… --bank 0x7099… --oracle 0x3C44…",
     )
     .action(async (opts: Record<string, string | undefined>) => {
-      const key = opts.key;
+      // Read from the environment only here, so that --help never prints a key.
+      const key = opts.key ?? process.env.DEPLOYER_KEY;
       if (!key || !isHex(key))
         throw new Error("A deployer key is required: --key 0x… or DEPLOYER_KEY.");
       const deployment = await deploySuite({

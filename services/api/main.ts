@@ -2,7 +2,7 @@
  * Runs the indexer and the API from the environment (see `--help` or docs/api.md). SIGINT/SIGTERM
  * stop it gracefully.
  */
-import { createPublicClient, getAddress, http, type PublicClient } from "viem";
+import { BaseError, createPublicClient, getAddress, http, type PublicClient } from "viem";
 import { openBankBridge } from "../bank/config.ts";
 import { Indexer } from "../indexer/indexer.ts";
 import { payPerUseAbi } from "../shared/artifacts.ts";
@@ -72,6 +72,11 @@ try {
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
 } catch (error) {
-  console.error(error instanceof PpuError ? error.message : error);
+  if (error instanceof PpuError) console.error(error.message);
+  else if (error instanceof BaseError) {
+    console.error(
+      `${error.shortMessage}${error.details ? ` ${error.details}` : ""} (check RPC_URL and the node)`,
+    );
+  } else console.error(error);
   process.exit(1);
 }

@@ -24,11 +24,21 @@ Examples:
 export function registerOracleCommands(program: Command): void {
   const oracle = program
     .command("oracle")
-    .description("oracle service: its encrypted key file")
+    .description("oracle service: run it, and its encrypted key file")
     .addHelpText(
       "after",
       `\nSettings of the service (environment variables):\n${describeConfig(oracleConfigSpec)}\n`,
     );
+  oracle
+    .command("start")
+    .description("run the oracle with the settings in the environment (Ctrl-C stops it gracefully)")
+    .addHelpText(
+      "after",
+      "\nExample:\n  $ RPC_URL=http://127.0.0.1:8545 CONTRACT_ADDRESS=0x… ORACLE_KEYSTORE=oracle.json \\\n    ORACLE_KEYSTORE_PASSWORD_FILE=/run/secrets/pw MQTT_URL=mqtt://broker:1883 ppu oracle start\n",
+    )
+    .action(async () => {
+      await import("./main.ts");
+    });
   const keystore = oracle.command("keystore").description("encrypted key file of an oracle");
   keystore
     .command("create")
