@@ -440,6 +440,31 @@ describe("API access control: every route × every role", function () {
     expect(Object.keys(openapi.json().paths)).to.include("/v1/agreements/{agreementId}/usage");
   });
 
+  it("limits each caller's requests per minute, separately, with a stable code", async function () {
+    const auth = await Auth.open(db, {
+      domain: "localhost",
+      chainId: h.chain.chainId,
+      adminToken: ADMIN,
+    });
+    const limited = await buildApi({ db, auth, indexer, rateLimitPerMinute: 3 });
+    try {
+      const get = (token?: string) =>
+        limited.inject({
+          method: "GET",
+          url: "/v1/machines",
+          headers: token ? { authorization: `Bearer ${token}` } : {},
+        });
+      for (let i = 0; i < 3; i++) expect((await get(tokens.insurer)).statusCode).to.equal(200);
+      const refused = await get(tokens.insurer);
+      expect(refused.statusCode).to.equal(429);
+      expect(refused.json().error.code).to.equal("RATE_LIMITED");
+      // Another key has its own allowance.
+      expect((await get(tokens.bank)).statusCode).to.equal(200);
+    } finally {
+      await limited.close();
+    }
+  });
+
   async function streamStatus(role: Role, url: string): Promise<number> {
     const address = await app
       .listen({ port: 0, host: "127.0.0.1" })
