@@ -168,17 +168,18 @@ async function blast(
   before?: (message: Message) => Promise<void>,
 ): Promise<number> {
   let next = 0;
-  async function lane(lane: number) {
-    const client = publishers[lane % publishers.length]!;
+  async function lane() {
     while (next < messages.length && !until()) {
       const message = messages[next++]!;
+      // A machine publishes over its own connection, so its readings stay in order.
+      const client = publishers[message.machine % publishers.length]!;
       if (before) await before(message);
       const start = performance.now();
       await client.publishAsync(message.topic, message.payload, { qos: 1 });
       onAck(message, performance.now() - start);
     }
   }
-  await Promise.all(Array.from({ length: window }, (_, i) => lane(i)));
+  await Promise.all(Array.from({ length: window }, () => lane()));
   return next;
 }
 
@@ -323,7 +324,7 @@ while (performance.now() - pacedStart < pacedSeconds * 1000 && pacedNext < paced
   const due = Math.floor(((performance.now() - pacedStart) / 1000) * 5_000);
   while (pacedNext < due && pacedNext < paced.length) {
     const message = paced[pacedNext]!;
-    const client = publishers[pacedNext % publishers.length]!;
+    const client = publishers[message.machine % publishers.length]!;
     pacedNext++;
     ackWaiting[message.machine]!.push([message.units, performance.now()]);
     pending.push(client.publishAsync(message.topic, message.payload, { qos: 1 }));
@@ -335,6 +336,13 @@ for (let i = 0; i < 100 && ackWaiting.some((q) => q.length > 0); i++) await slee
 const pacedAck = ackMs;
 const pacedElapsed = (performance.now() - pacedStart) / 1000;
 const pacedAccepted = (await counter("ppu_oracle_readings_accepted_total")) - pacedBefore;
+const metricsText = await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text();
+const rejected = Object.fromEntries(
+  [...metricsText.matchAll(/^ppu_oracle_readings_rejected_total\{reason="([^"]+)"\} (\d+)/gm)].map(
+    (m) => [m[1]!, Number(m[2])],
+  ),
+);
+const received = await counter("ppu_oracle_readings_received_total");
 await sleep(3_000);
 
 const report = {
@@ -354,6 +362,8 @@ const report = {
   oracleConnections: connections,
   broker: "mosquitto",
   accepted: fullAccepted + pacedAccepted,
+  received,
+  rejected: JSON.stringify(rejected),
   machine: `${cpus().length} × ${cpus()[0]?.model.trim() ?? "unknown CPU"}`,
   date: new Date().toISOString(),
 };

@@ -137,7 +137,30 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
     }
   }
 
+  // Readings of one machine are checked and claimed one after another, in the order they arrive,
+  // even when several connections deliver them: an older reading then meets the newer one's claim and
+  // is refused before its signature is checked, and a claim never goes backwards.
+  const claiming = new Map<string, Promise<unknown>>();
+
   async function handle(topic: string, payload: Buffer): Promise<void> {
+    const before = claiming.get(topic);
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    claiming.set(topic, mine);
+    try {
+      if (before) await before;
+      await checkAndJournal(topic, payload, release);
+    } finally {
+      release();
+      if (claiming.get(topic) === mine) claiming.delete(topic);
+    }
+  }
+
+  async function checkAndJournal(
+    topic: string,
+    payload: Buffer,
+    claimed: () => void,
+  ): Promise<void> {
     stats.received++;
     metrics.received.inc();
     const receivedAt = performance.now();
@@ -187,6 +210,8 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
       timestamp: reading.timestamp,
       signature: payload.toString("utf8").match(/"signature"\s*:\s*"([^"]*)"/)?.[1] ?? "",
     });
+    // The next reading of this machine may be checked now; the journal write goes on beside it.
+    claimed();
     try {
       await journal.append({
         agreementId: reading.agreementId,
@@ -197,8 +222,11 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
         attested: result.machine.trustMode === TRUST_ORACLE_ATTESTED,
       });
     } catch (error) {
-      if (previous) lastAccepted.set(reading.agreementId, previous);
-      else lastAccepted.delete(reading.agreementId);
+      // Give the claim back unless a newer reading has claimed the meter since.
+      if (lastAccepted.get(reading.agreementId)?.cumulativeUnits === reading.cumulativeUnits) {
+        if (previous) lastAccepted.set(reading.agreementId, previous);
+        else lastAccepted.delete(reading.agreementId);
+      }
       throw error;
     }
     stats.accepted++;
