@@ -124,8 +124,19 @@ export class Submitter {
     const pending = await this.o.journal.pending(this.o.maxReadings);
     const device: JournalRow[] = [];
     const attested: JournalRow[] = [];
-    for (const row of pending) {
-      const agreement = await this.o.chain.agreement(row.agreementId, true);
+    // The chain's view of every pending agreement, read 25 at a time rather than one after another.
+    const agreements: Awaited<ReturnType<ChainState["agreement"]>>[] = [];
+    for (let start = 0; start < pending.length; start += 25) {
+      agreements.push(
+        ...(await Promise.all(
+          pending
+            .slice(start, start + 25)
+            .map((row) => this.o.chain.agreement(row.agreementId, true)),
+        )),
+      );
+    }
+    for (const [index, row] of pending.entries()) {
+      const agreement = agreements[index];
       if (agreement !== undefined && agreement.cumulativeUnits >= row.cumulativeUnits) {
         // Already on-chain (an earlier submission, another instance, or before a restart).
         await this.o.journal.markSettled(row.agreementId, row.cumulativeUnits, null);
