@@ -1,17 +1,29 @@
 #!/usr/bin/env -S npx tsx
 import { Command } from "commander";
-import { registerApiCommands } from "../services/api/cli.ts";
-import { registerBankCommands } from "../services/bank/cli.ts";
-import { registerDeviceCommands } from "../services/device/cli.ts";
-import { registerOracleCommands } from "../services/oracle/cli.ts";
-import { payPerUseAbi } from "../services/shared/artifacts.ts";
-import { explainRevert, withTokenErrors } from "../services/shared/revert.ts";
-import { registerAgreementCommands } from "./commands/agreement.ts";
-import { registerDeployCommand } from "./commands/deploy.ts";
-import { registerMachineCommands } from "./commands/machine.ts";
-import { registerSettlementCommands } from "./commands/settlement.ts";
-import { registerTariffCommands } from "./commands/tariff.ts";
-import { registerUsageCommand } from "./commands/usage.ts";
+
+type Register = (program: Command) => void;
+
+const settlement = async (): Promise<Register> =>
+  (await import("./commands/settlement.ts")).registerSettlementCommands;
+
+/**
+ * Each top-level command and the module that registers it. A command loads only its own module (and
+ * what that needs), so `ppu bank export` does not pay for the oracle's or the API's code; `--help`
+ * without a command loads them all to list them.
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  deploy: async () => (await import("./commands/deploy.ts")).registerDeployCommand,
+  device: async () => (await import("../services/device/cli.ts")).registerDeviceCommands,
+  bank: async () => (await import("../services/bank/cli.ts")).registerBankCommands,
+  oracle: async () => (await import("../services/oracle/cli.ts")).registerOracleCommands,
+  api: async () => (await import("../services/api/cli.ts")).registerApiCommands,
+  machine: async () => (await import("./commands/machine.ts")).registerMachineCommands,
+  tariff: async () => (await import("./commands/tariff.ts")).registerTariffCommands,
+  agreement: async () => (await import("./commands/agreement.ts")).registerAgreementCommands,
+  settle: settlement,
+  withdraw: settlement,
+  usage: async () => (await import("./commands/usage.ts")).registerUsageCommand,
+};
 
 const program = new Command();
 program
@@ -21,22 +33,21 @@ program
     "after",
     "\nExamples:\n  $ ppu deploy --help\n  $ ppu device keygen --curve p256 --out device.pem\n  $ ppu bank export",
   );
-registerDeployCommand(program);
-registerDeviceCommands(program);
-registerBankCommands(program);
-registerOracleCommands(program);
-registerApiCommands(program);
-registerMachineCommands(program);
-registerTariffCommands(program);
-registerAgreementCommands(program);
-registerSettlementCommands(program);
-registerUsageCommand(program);
+
+const requested = process.argv[2];
+const loaders =
+  requested !== undefined && COMMANDS[requested]
+    ? [COMMANDS[requested]]
+    : [...new Set(Object.values(COMMANDS))];
+for (const register of await Promise.all(loaders.map((load) => load()))) register(program);
 
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
   let message: string;
   try {
+    const { explainRevert, withTokenErrors } = await import("../services/shared/revert.ts");
+    const { payPerUseAbi } = await import("../services/shared/artifacts.ts");
     message = explainRevert(error, withTokenErrors(payPerUseAbi()));
   } catch {
     message = error instanceof Error ? error.message : String(error);
