@@ -180,6 +180,22 @@ function machineScope(p: Principal, params: unknown[]): string {
   }
 }
 
+const MACHINE_COLUMNS = `m.machine_id, m.owner, m.payout, m.trust_mode, m.key_type, m.key_version,
+  m.key_revoked, m.max_units_per_hour::text AS max_units_per_hour, m.registered_block::text AS registered_block`;
+
+/** The row a principal asked for by id: 404 when there is none, 403 when it is not theirs to see. */
+function visibleRow(
+  rows: Record<string, unknown>[],
+  what: string,
+  id: string,
+): Record<string, unknown> {
+  const row = rows[0] as (Record<string, unknown> & { visible: boolean }) | undefined;
+  if (!row) throw new NotFoundError(`no ${what} ${id}`);
+  if (!row.visible) throw new ForbiddenError(`${what} ${id} is not yours and not granted to you`);
+  const { visible: _, ...rest } = row;
+  return rest;
+}
+
 function requireSignedIn(p: Principal): void {
   if (p.kind === "anonymous")
     throw new UnauthorizedError("sign in (POST /v1/auth/siwe) or send an API key");
@@ -384,8 +400,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       const scope = machineScope(request.principal, params);
       params.push(cursor ? Number(cursor) : 0, limit + 1);
       const { rows } = await db.query(
-        `SELECT m.machine_id, m.owner, m.payout, m.trust_mode, m.key_type, m.key_version, m.key_revoked,
-                m.max_units_per_hour::text AS max_units_per_hour, m.registered_block::text AS registered_block
+        `SELECT ${MACHINE_COLUMNS}
          FROM idx_machines m WHERE ${scope} ORDER BY m.registered_block, m.machine_id
          OFFSET $${params.length - 1} LIMIT $${params.length}`,
         params,
@@ -403,18 +418,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     const params: unknown[] = [machineId.toLowerCase()];
     const scope = machineScope(p, params);
     const { rows } = await db.query(
-      `SELECT m.machine_id, m.owner, m.payout, m.trust_mode, m.key_type, m.key_version, m.key_revoked,
-              m.max_units_per_hour::text AS max_units_per_hour, m.registered_block::text AS registered_block,
+      `SELECT ${MACHINE_COLUMNS},
               (${scope}) AS visible
        FROM idx_machines m WHERE m.machine_id = $1`,
       params,
     );
-    const row = rows[0] as (Record<string, unknown> & { visible: boolean }) | undefined;
-    if (!row) throw new NotFoundError(`no machine ${machineId}`);
-    if (!row.visible)
-      throw new ForbiddenError(`machine ${machineId} is not yours and not granted to you`);
-    const { visible: _, ...machine } = row;
-    return machine;
+    return visibleRow(rows, "machine", machineId);
   }
 
   app.get(
@@ -550,12 +559,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
          FROM idx_agreements a JOIN idx_machines m ON m.machine_id = a.machine_id WHERE a.agreement_id = $1`,
         params,
       );
-      const row = rows[0] as (Record<string, unknown> & { visible: boolean }) | undefined;
-      if (!row) throw new NotFoundError(`no agreement ${agreementId}`);
-      if (!row.visible)
-        throw new ForbiddenError(`agreement ${agreementId} is not yours and not granted to you`);
-      const { visible: _, ...agreement } = row;
-      return agreement;
+      return visibleRow(rows, "agreement", agreementId);
     });
   }
 
