@@ -27,7 +27,7 @@ import { connectBankChain } from "./bank/chain.ts";
 import { loadArtifact, payPerUseAbi } from "./shared/artifacts.ts";
 import { openDatabase } from "./shared/db.ts";
 import { chainFor } from "./shared/deployment.ts";
-import { deploySuite, startDevChain } from "./shared/devchain.ts";
+import { startEmbeddedDeployment } from "./shared/devchain.ts";
 import { startBankSimulation } from "./sim/bank.ts";
 import { startFleet } from "./sim/fleet.ts";
 
@@ -64,25 +64,18 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 try {
-  const chain = await startDevChain({ port: rpcPort });
-  stops.push({ name: "chain", stop: () => chain.stop() });
-  step(`chain ${chain.chainId} serving JSON-RPC at ${chain.rpcUrl}`);
-
-  const [deployer, bank, owner, lessee, oracleSigner] = chain.accounts;
-  const deployment = await deploySuite({
-    rpcUrl: chain.rpcUrl,
-    deployerKey: deployer!.privateKey,
-    bank: bank!.address,
-    oracleSigners: [oracleSigner!.address],
-    threshold: 1,
+  const { chain, deployment, roles } = await startEmbeddedDeployment({
+    port: rpcPort,
     onProgress: step,
   });
+  stops.push({ name: "chain", stop: () => chain.stop() });
+  const { deployer, bank, owner, lessee, oracleSigner } = roles;
 
   const oracle = createOracle(
     loadOracleConfig({
       RPC_URL: chain.rpcUrl,
       CONTRACT_ADDRESS: deployment.payPerUse,
-      ORACLE_PRIVATE_KEY: oracleSigner!.privateKey,
+      ORACLE_PRIVATE_KEY: oracleSigner.privateKey,
       DATA_DIR: "memory",
       HEALTH_PORT: process.env.HEALTH_PORT ?? "0",
       BATCH_INTERVAL_MS: "1000",
@@ -103,9 +96,9 @@ try {
     brokerUrl: oracle.brokerUrl,
     payPerUse: deployment.payPerUse,
     token: deployment.token,
-    tokenOwnerKey: deployer!.privateKey,
-    ownerKey: owner!.privateKey,
-    lesseeKey: lessee!.privateKey,
+    tokenOwnerKey: deployer.privateKey,
+    ownerKey: owner.privateKey,
+    lesseeKey: lessee.privateKey,
     machines: Number(process.env.MACHINES ?? 6),
     onProgress: step,
   });
@@ -134,7 +127,7 @@ try {
     chain: await connectBankChain({
       rpcUrl: chain.rpcUrl,
       contract: deployment.payPerUse,
-      bankKey: bank!.privateKey,
+      bankKey: bank.privateKey,
     }),
     creditor,
     eurTokens: [deployment.token],
@@ -163,7 +156,7 @@ try {
   const writer = createPublicClient({ chain: chainDef, transport: http(chain.rpcUrl) });
   const abi = payPerUseAbi();
   for (const m of fleet.machines) {
-    const hash = await wallet(lessee!.privateKey).writeContract({
+    const hash = await wallet(lessee.privateKey).writeContract({
       address: deployment.payPerUse,
       abi,
       functionName: "setMandate",
@@ -171,16 +164,16 @@ try {
     } as never);
     await writer.waitForTransactionReceipt({ hash });
   }
-  const minted = await wallet(deployer!.privateKey).writeContract({
+  const minted = await wallet(deployer.privateKey).writeContract({
     address: deployment.token,
     abi: loadArtifact("MockEURC").abi as Abi,
     functionName: "mint",
-    args: [bank!.address, 10n ** 15n],
+    args: [bank.address, 10n ** 15n],
   } as never);
   await writer.waitForTransactionReceipt({ hash: minted });
   step(`bank bridge: mandate ${mandate.mandateId} attached to ${fleet.machines.length} agreements`);
   const settleTimer = setInterval(() => {
-    wallet(owner!.privateKey)
+    wallet(owner.privateKey)
       .writeContract({
         address: deployment.payPerUse,
         abi,

@@ -372,28 +372,22 @@ export async function simulate(options: SimulateOptions): Promise<SimulateResult
     let oracleStats: (() => SimulateResult["oracle"]) | undefined;
 
     if (options.embedded) {
-      const { startDevChain, deploySuite } = await import("../shared/devchain.ts");
+      const { startEmbeddedDeployment } = await import("../shared/devchain.ts");
       const { createOracle } = await import("../oracle/service.ts");
       const { loadOracleConfig } = await import("../oracle/config.ts");
       // Blocks on the wall clock: registering a large fleet mines thousands of blocks in a minute,
       // which would otherwise put the chain's clock (and the agreements' start) far ahead of the machines'.
-      const chain = await startDevChain({ wallClockBlocks: true });
-      stops.push(() => chain.stop());
-      progress(`chain ${chain.chainId} serving JSON-RPC at ${chain.rpcUrl}`);
-      const [deployer, bank, owner, lessee, oracleSigner] = chain.accounts;
-      const deployment = await deploySuite({
-        rpcUrl: chain.rpcUrl,
-        deployerKey: deployer!.privateKey,
-        bank: bank!.address,
-        oracleSigners: [oracleSigner!.address],
-        threshold: 1,
+      const { chain, deployment, roles } = await startEmbeddedDeployment({
+        wallClockBlocks: true,
         onProgress: progress,
       });
+      stops.push(() => chain.stop());
+      const { deployer, owner, lessee, oracleSigner } = roles;
       const oracle = createOracle(
         loadOracleConfig({
           RPC_URL: chain.rpcUrl,
           CONTRACT_ADDRESS: deployment.payPerUse,
-          ORACLE_PRIVATE_KEY: oracleSigner!.privateKey,
+          ORACLE_PRIVATE_KEY: oracleSigner.privateKey,
           DATA_DIR: "memory",
           HEALTH_PORT: "-1",
           BATCH_INTERVAL_MS: "1000",
@@ -416,9 +410,9 @@ export async function simulate(options: SimulateOptions): Promise<SimulateResult
       brokerUrl = oracle.brokerUrl;
       payPerUse = deployment.payPerUse;
       token = deployment.token;
-      ownerKey = owner!.privateKey;
-      lesseeKey = lessee!.privateKey;
-      mintKey = deployer!.privateKey;
+      ownerKey = owner.privateKey;
+      lesseeKey = lessee.privateKey;
+      mintKey = deployer.privateKey;
       // The embedded broker speaks MQTT 3.1.1.
       mqttVersion = 4;
     } else {

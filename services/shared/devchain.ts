@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { network } from "hardhat";
 import type { Hex } from "viem";
 import { mnemonicToAccount } from "viem/accounts";
+import { deploySuite, type Deployment } from "./deployment.ts";
 
 /** Hardhat's well-known development mnemonic: its accounts are funded on the embedded chain. */
 export const DEV_MNEMONIC = "test test test test test test test test test test test junk";
@@ -177,6 +178,55 @@ export async function startDevChain(options: DevChainOptions = {}): Promise<DevC
       await connection.close();
     },
   };
+}
+
+/** The development accounts by role, as every embedded system uses them. */
+export interface DevRoles {
+  deployer: DevAccount;
+  bank: DevAccount;
+  owner: DevAccount;
+  lessee: DevAccount;
+  oracleSigner: DevAccount;
+}
+
+export interface EmbeddedDeployment {
+  chain: DevChain;
+  deployment: Deployment;
+  roles: DevRoles;
+}
+
+/**
+ * An embedded chain with the contracts deployed by the first development account: the second holds
+ * the bank role, the fifth is the only oracle signer (threshold 1); the third and fourth are the
+ * machine owner and the lessee. `npm start`, the fleet simulator and the tests start from here.
+ */
+export async function startEmbeddedDeployment(
+  options: DevChainOptions & { onProgress?: (message: string) => void } = {},
+): Promise<EmbeddedDeployment> {
+  const { onProgress, ...chainOptions } = options;
+  const chain = await startDevChain(chainOptions);
+  onProgress?.(`chain ${chain.chainId} serving JSON-RPC at ${chain.rpcUrl}`);
+  const [deployer, bank, owner, lessee, oracleSigner] = chain.accounts as [
+    DevAccount,
+    DevAccount,
+    DevAccount,
+    DevAccount,
+    DevAccount,
+  ];
+  try {
+    const deployment = await deploySuite({
+      rpcUrl: chain.rpcUrl,
+      deployerKey: deployer.privateKey,
+      bank: bank.address,
+      oracleSigners: [oracleSigner.address],
+      threshold: 1,
+      ...(onProgress ? { onProgress } : {}),
+    });
+    return { chain, deployment, roles: { deployer, bank, owner, lessee, oracleSigner } };
+  } catch (error) {
+    await chain.stop();
+    throw error;
+  }
 }
 
 export { deploySuite, type DeploySuiteOptions, type Deployment } from "./deployment.ts";

@@ -17,7 +17,7 @@ import {
 import { privateKeyToAccount } from "viem/accounts";
 import { loadArtifact, payPerUseAbi } from "../../services/shared/artifacts.ts";
 import { chainFor } from "../../services/shared/deployment.ts";
-import { deploySuite, startDevChain, type DevChain } from "../../services/shared/devchain.ts";
+import { startEmbeddedDeployment, type DevChain } from "../../services/shared/devchain.ts";
 import type { ReadingDomain } from "../../services/shared/eip712.ts";
 import {
   PROTOCOL_VERSION,
@@ -64,15 +64,8 @@ export interface Harness {
 const ZERO32 = `0x${"00".repeat(32)}` as Hex;
 
 export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<Harness> {
-  const chain = await startDevChain();
-  const [deployer, bank, owner, lessee, oracle] = chain.accounts;
-  const deployment = await deploySuite({
-    rpcUrl: chain.rpcUrl,
-    deployerKey: deployer!.privateKey,
-    bank: bank!.address,
-    oracleSigners: [oracle!.address],
-    threshold: 1,
-  });
+  const { chain, deployment, roles } = await startEmbeddedDeployment();
+  const { deployer, owner, lessee, oracleSigner: oracle } = roles;
   const chainDef = await chainFor(chain.rpcUrl);
   const client = createPublicClient({
     chain: chainDef,
@@ -98,19 +91,13 @@ export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<
     return receipt;
   }
 
-  await send(
-    deployment.token,
-    tokenAbi,
-    "mint",
-    [lessee!.address, 10n ** 15n],
-    deployer!.privateKey,
-  );
+  await send(deployment.token, tokenAbi, "mint", [lessee.address, 10n ** 15n], deployer.privateKey);
   await send(
     deployment.token,
     tokenAbi,
     "approve",
     [deployment.payPerUse, 2n ** 255n],
-    lessee!.privateKey,
+    lessee.privateKey,
   );
 
   async function machine(
@@ -124,8 +111,8 @@ export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<
       deployment.payPerUse,
       abi,
       "registerMachine",
-      [machineId, owner!.address, trustMode, maxUnitsPerHour, deviceKey],
-      owner!.privateKey,
+      [machineId, owner.address, trustMode, maxUnitsPerHour, deviceKey],
+      owner.privateKey,
     );
     await send(
       deployment.payPerUse,
@@ -144,7 +131,7 @@ export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<
           period: 0n,
         },
       ],
-      owner!.privateKey,
+      owner.privateKey,
     );
     const block = await client.getBlock();
     const receipt = await send(
@@ -164,7 +151,7 @@ export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<
           mandateRef: ZERO32,
         },
       ],
-      lessee!.privateKey,
+      lessee.privateKey,
     );
     const [opened] = parseEventLogs({
       abi,
@@ -202,14 +189,14 @@ export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<
     payPerUse: deployment.payPerUse,
     token: deployment.token,
     domain: { chainId: chainDef.id, verifyingContract: deployment.payPerUse },
-    oracleKey: oracle!.privateKey,
+    oracleKey: oracle.privateKey,
     k1,
     p256,
     attested,
     other,
     machines,
-    owner: privateKeyToAccount(owner!.privateKey),
-    async write(functionName, args, from = owner!.privateKey) {
+    owner: privateKeyToAccount(owner.privateKey),
+    async write(functionName, args, from = owner.privateKey) {
       await send(deployment.payPerUse, abi, functionName, args, from);
     },
     async agreement(id) {
