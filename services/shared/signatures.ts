@@ -9,11 +9,11 @@
  */
 import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
 import { createRequire } from "node:module";
-import { keccak_256 } from "@noble/hashes/sha3.js";
 import type { Hex } from "viem";
 import {
   bytesToHex,
   hexToBytes,
+  keccak256,
   readingDigest,
   type Reading,
   type ReadingDomain,
@@ -113,7 +113,7 @@ function decodeSignature(keyType: KeyType, bytes: Uint8Array): RawSignature | un
 const addressCache = new Map<string, string>();
 
 function secp256k1Address(publicKey: Uint8Array): string {
-  return `0x${Buffer.from(keccak_256(publicKey.subarray(1)))
+  return `0x${Buffer.from(keccak256(publicKey.subarray(1)))
     .subarray(12)
     .toString("hex")}`;
 }
