@@ -39,11 +39,19 @@ export const oracleConfigSpec = defineConfig({
   },
   MQTT_CONNECTIONS: {
     type: "number",
-    default: 8,
+    default: 4,
     min: 1,
     max: 64,
     description:
-      "connections in the shared subscription (MQTT 5): each keeps one reading in flight until it is journaled",
+      "connections in the shared subscription (MQTT 5); each spreads the broker's deliveries over another socket",
+  },
+  MQTT_IN_FLIGHT: {
+    type: "number",
+    default: 256,
+    min: 1,
+    max: 65535,
+    description:
+      "readings one connection holds unacknowledged while they are checked and journaled (MQTT 5 Receive Maximum)",
   },
   MQTT_USERNAME: { type: "string", description: "broker user name" },
   MQTT_PASSWORD: { type: "string", secret: true, description: "broker password" },
@@ -81,6 +89,14 @@ export const oracleConfigSpec = defineConfig({
     default: 1,
     min: 1,
     description: "blocks to wait before a reading counts as settled",
+  },
+  VERIFY_THREADS: {
+    type: "number",
+    default: 1,
+    min: 0,
+    max: 64,
+    description:
+      "worker threads checking device signatures; 0 checks them on the event loop (one core per thread, at most)",
   },
   FUTURE_TOLERANCE_S: {
     type: "number",

@@ -9,6 +9,8 @@ import { Aedes } from "aedes";
 export interface EmbeddedBroker {
   url: string;
   port: number;
+  /** The broker itself, for its events (`ack`, `publish`, `client`…). */
+  aedes: Aedes;
   stop(): Promise<void>;
 }
 
@@ -23,6 +25,7 @@ export async function startEmbeddedBroker(port = 0, host = "127.0.0.1"): Promise
   return {
     url: `mqtt://${host}:${actual}`,
     port: actual,
+    aedes: broker,
     async stop() {
       await new Promise<void>((resolve) => broker.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));

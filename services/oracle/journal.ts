@@ -89,27 +89,26 @@ export class Journal {
   }
 
   private async write(group: Waiting[]): Promise<void> {
-    const values: string[] = [];
-    const params: unknown[] = [];
+    // One statement with six array parameters, whatever the group's size: nothing to plan per row.
+    const agreements: string[] = [];
+    const machines: string[] = [];
+    const units: string[] = [];
+    const timestamps: string[] = [];
+    const signatures: string[] = [];
+    const attested: boolean[] = [];
     for (const { row } of group) {
-      const base = params.length;
-      values.push(
-        `($${base + 1}, $${base + 2}, $${base + 3}, $${base + 4}, $${base + 5}, $${base + 6})`,
-      );
-      params.push(
-        row.agreementId.toString(),
-        row.machineId,
-        row.cumulativeUnits.toString(),
-        row.timestamp.toString(),
-        row.signature,
-        row.attested,
-      );
+      agreements.push(row.agreementId.toString());
+      machines.push(row.machineId);
+      units.push(row.cumulativeUnits.toString());
+      timestamps.push(row.timestamp.toString());
+      signatures.push(row.signature);
+      attested.push(row.attested);
     }
     try {
       await this.db.query(
         `INSERT INTO oracle_readings (agreement_id, machine_id, cumulative_units, reading_ts, signature, attested)
-         VALUES ${values.join(", ")}`,
-        params,
+         SELECT * FROM unnest($1::numeric[], $2::text[], $3::numeric[], $4::bigint[], $5::text[], $6::boolean[])`,
+        [agreements, machines, units, timestamps, signatures, attested],
       );
       for (const waiting of group) waiting.resolve();
     } catch (error) {

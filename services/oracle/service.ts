@@ -5,6 +5,7 @@
  * submits what is journaled, then closes the broker connection, the chain watcher and the journal.
  */
 import { readFileSync } from "node:fs";
+import type { Socket } from "node:net";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { createPublicClient, createWalletClient, http, type Hex, type PublicClient } from "viem";
 import { createNonceManager, jsonRpc } from "viem/nonce";
@@ -21,13 +22,26 @@ import {
   statusTopic,
   type StatusMessage,
 } from "../shared/protocol.ts";
-import { ChainState, TRUST_ORACLE_ATTESTED, type ContractEvent } from "./chain-state.ts";
+import {
+  ChainState,
+  TRUST_ORACLE_ATTESTED,
+  type AgreementInfo,
+  type ContractEvent,
+} from "./chain-state.ts";
 import type { OracleConfig } from "./config.ts";
 import { startEmbeddedBroker, type EmbeddedBroker } from "./embedded-broker.ts";
+import { pipelineAcks } from "./acks.ts";
 import { Journal } from "./journal.ts";
 import { OracleMetrics, startHealthServer, type HealthServer } from "./metrics.ts";
 import { Submitter } from "./submitter.ts";
-import { verifyReadingMessage, type LastAccepted } from "./verify.ts";
+import { createSignatureVerifier, type SignatureVerifier } from "./verifier.ts";
+import {
+  checkMeter,
+  verifyReadingMessage,
+  type LastAccepted,
+  type Refused,
+  type Verified,
+} from "./verify.ts";
 
 export interface OracleStats {
   received: number;
@@ -71,6 +85,7 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
   let client: PublicClient;
   let chain: ChainState;
   let submitter: Submitter;
+  let verifier: SignatureVerifier;
   let broker: EmbeddedBroker | undefined;
   /** Connections taking readings; the first also publishes statuses. */
   let connections: MqttClient[] = [];
@@ -106,8 +121,12 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
     acceptedScheduled = true;
     setImmediate(() => {
       acceptedScheduled = false;
+      // One socket write for the lot, not one per machine.
+      const stream = mqttClient?.connected ? mqttClient.stream : undefined;
+      stream?.cork();
       for (const pending of acceptedByMachine.values()) publishStatus(pending, 0);
       acceptedByMachine.clear();
+      stream?.uncork();
     });
   }
 
@@ -137,9 +156,10 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
     }
   }
 
-  // Readings of one machine are checked and claimed one after another, in the order they arrive,
-  // even when several connections deliver them: an older reading then meets the newer one's claim and
-  // is refused before its signature is checked, and a claim never goes backwards.
+  // Readings of one machine are checked side by side (signatures on the verifier threads) but claim
+  // the meter one after another, in the order they arrived, even when several connections deliver
+  // them: a claim never goes backwards, and an older reading meets the newer one's claim and is
+  // refused as stale.
   const claiming = new Map<string, Promise<unknown>>();
 
   async function handle(topic: string, payload: Buffer): Promise<void> {
@@ -148,43 +168,64 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
     const mine = new Promise<void>((resolve) => (release = resolve));
     claiming.set(topic, mine);
     try {
-      if (before) await before;
-      await checkAndJournal(topic, payload, release);
+      await checkAndJournal(topic, payload, before, release);
     } finally {
       release();
       if (claiming.get(topic) === mine) claiming.delete(topic);
     }
   }
 
+  async function newestAccepted(
+    agreementId: bigint,
+    agreement: AgreementInfo,
+  ): Promise<LastAccepted | undefined> {
+    let last = lastAccepted.get(agreementId);
+    if (last === undefined) {
+      last = await journal.newest(agreementId);
+      if (last === undefined && agreement.cumulativeUnits > 0n) {
+        last = {
+          cumulativeUnits: agreement.cumulativeUnits,
+          timestamp: agreement.lastReadingAt,
+          signature: "",
+        };
+      }
+      // A reading claimed meanwhile is newer than what the journal said.
+      if (last !== undefined && !lastAccepted.has(agreementId)) lastAccepted.set(agreementId, last);
+      else last = lastAccepted.get(agreementId);
+    }
+    return last;
+  }
+
   async function checkAndJournal(
     topic: string,
     payload: Buffer,
+    before: Promise<unknown> | undefined,
     claimed: () => void,
   ): Promise<void> {
     stats.received++;
     metrics.received.inc();
     const receivedAt = performance.now();
-    const result = await verifyReadingMessage(topic, payload, {
+    let result: Verified | Refused = await verifyReadingMessage(topic, payload, {
       domain: { chainId, verifyingContract: address },
       chain,
+      checkSignature: (digest, signature, key) => verifier.verify(digest, signature, key),
       futureToleranceS: BigInt(config.FUTURE_TOLERANCE_S),
       nowS: () => BigInt(Math.floor(Date.now() / 1000)),
-      async lastAccepted(agreementId, agreement) {
-        let last = lastAccepted.get(agreementId);
-        if (last === undefined) {
-          last = await journal.newest(agreementId);
-          if (last === undefined && agreement.cumulativeUnits > 0n) {
-            last = {
-              cumulativeUnits: agreement.cumulativeUnits,
-              timestamp: agreement.lastReadingAt,
-              signature: "",
-            };
-          }
-          if (last !== undefined) lastAccepted.set(agreementId, last);
-        }
-        return last;
-      },
+      lastAccepted: newestAccepted,
     });
+    // The meter is claimed in arrival order: wait for the machine's previous reading to claim or fail.
+    if (before) await before;
+    if (result.ok) {
+      const { reading } = result;
+      result =
+        checkMeter(
+          reading,
+          result.wireSignature,
+          await newestAccepted(reading.agreementId, result.agreement),
+          result.machine,
+          result.agreement,
+        ) ?? result;
+    }
     if (!result.ok) {
       stats.rejected[result.reason] = (stats.rejected[result.reason] ?? 0) + 1;
       metrics.rejected.inc({ reason: result.reason });
@@ -208,9 +249,9 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
     lastAccepted.set(reading.agreementId, {
       cumulativeUnits: reading.cumulativeUnits,
       timestamp: reading.timestamp,
-      signature: payload.toString("utf8").match(/"signature"\s*:\s*"([^"]*)"/)?.[1] ?? "",
+      signature: result.wireSignature,
     });
-    // The next reading of this machine may be checked now; the journal write goes on beside it.
+    // The next reading of this machine may claim now; the journal write goes on beside it.
     claimed();
     try {
       await journal.append({
@@ -313,6 +354,12 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
     stats,
     async start() {
       const dataDir = config.DATA_DIR === "memory" ? undefined : config.DATA_DIR;
+      verifier = createSignatureVerifier(config.VERIFY_THREADS, (error) =>
+        log.error(
+          { err: error instanceof Error ? error.message : String(error) },
+          "a signature verifier thread failed; its readings stay unacknowledged and a new thread takes over",
+        ),
+      );
       db = await openDatabase({ url: config.DATABASE_URL, dataDir });
       journal = await Journal.open(db);
       const chainDef = await chainFor(config.RPC_URL);
@@ -359,15 +406,18 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
       const options: IClientOptions = {
         protocolVersion: v5 ? 5 : 4,
         clean: false,
-        ...(v5 ? { properties: { sessionExpiryInterval: 3600 } } : {}),
+        // Receive Maximum: the broker sends no more unacknowledged readings than the oracle takes in hand.
+        ...(v5
+          ? { properties: { sessionExpiryInterval: 3600, receiveMaximum: config.MQTT_IN_FLIGHT } }
+          : {}),
         username: config.MQTT_USERNAME,
         password: config.MQTT_PASSWORD,
         ca: config.MQTT_CA_FILE ? readFileSync(config.MQTT_CA_FILE) : undefined,
         reconnectPeriod: 1000,
       };
-      // MQTT.js hands a connection's messages over one at a time and sends each PUBACK only after the
-      // reading is journaled, so one connection has one reading in flight. Several connections in the
-      // shared subscription keep several in flight, and the journal commits them together.
+      // Each connection keeps up to MQTT_IN_FLIGHT readings in hand and acknowledges each (PUBACK)
+      // only once it is journaled; the journal commits what all connections bring together. Several
+      // connections in the shared subscription spread the broker's side of the work.
       const count = v5 ? config.MQTT_CONNECTIONS : 1;
       if (!v5 && !embedded && config.MQTT_CONNECTIONS > 1) {
         log.warn("without MQTT 5 shared subscriptions the oracle takes readings on one connection");
@@ -379,23 +429,26 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
           ...options,
           clientId: i === 0 ? clientIdBase : `${clientIdBase}-${i}`,
         });
-        // Acknowledge (PUBACK) only after the message is handled: journaled, or refused for good. Set
-        // before the connection opens: a persistent session's backlog arrives right after CONNACK.
-        connection.handleMessage = (packet, done) => {
-          const work = handle(packet.topic, Buffer.from(packet.payload as Buffer)).then(
-            () => done(),
-            (error: unknown) => {
-              log.error(
-                { err: error instanceof Error ? error.message : String(error) },
-                "could not journal a reading; it stays unacknowledged",
-              );
-              // Without PUBACK the broker delivers the message again after the reconnect.
-              connection.end(true, {}, () => connection.reconnect());
-            },
-          );
-          inFlight.add(work);
-          void work.finally(() => inFlight.delete(work));
-        };
+        // Small packets (PUBACKs, statuses) leave at once instead of waiting on Nagle's algorithm for
+        // the peer's TCP acknowledgement, which a steady stream of readings otherwise throttles.
+        connection.on("connect", () => (connection.stream as Partial<Socket>).setNoDelay?.(true));
+        // Set before the connection opens: a persistent session's backlog arrives right after CONNACK.
+        pipelineAcks(connection, {
+          maxInFlight: config.MQTT_IN_FLIGHT,
+          handle: (packet) => handle(packet.topic, Buffer.from(packet.payload as Buffer)),
+          onError(error) {
+            log.error(
+              { err: error instanceof Error ? error.message : String(error) },
+              "could not journal a reading; it stays unacknowledged",
+            );
+            // Without PUBACK the broker delivers the message again after the reconnect.
+            connection.end(true, {}, () => connection.reconnect());
+          },
+          track(work) {
+            inFlight.add(work);
+            void work.finally(() => inFlight.delete(work));
+          },
+        });
         await new Promise<void>((resolve, reject) => {
           connection.once("connect", () => resolve());
           connection.once("error", reject);
@@ -443,6 +496,7 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
       await Promise.all(connections.map((c) => c.endAsync()));
       connections = [];
       await chain?.stop();
+      await verifier?.close();
       await db?.close();
       await broker?.stop();
       await health?.stop();

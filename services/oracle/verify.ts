@@ -11,7 +11,7 @@ import {
   type RejectReason,
 } from "../shared/protocol.ts";
 import { readingDigest, type Reading, type ReadingDomain } from "../shared/eip712.ts";
-import { verifyDigestSignature } from "../shared/signatures.ts";
+import type { DevicePublicKey, VerifyResult } from "../shared/signatures.ts";
 import {
   STATUS_ACTIVE,
   TRUST_ORACLE_ATTESTED,
@@ -29,6 +29,12 @@ export interface LastAccepted {
 export interface VerifyContext {
   domain: ReadingDomain;
   chain: ChainState;
+  /** Checks a device signature over a reading digest (on a worker thread, or inline). */
+  checkSignature(
+    digest: Uint8Array,
+    signature: string,
+    key: DevicePublicKey,
+  ): Promise<VerifyResult>;
   /** Newest accepted reading of an agreement (journal or chain), or undefined. */
   lastAccepted(agreementId: bigint, agreement: AgreementInfo): Promise<LastAccepted | undefined>;
   futureToleranceS: bigint;
@@ -39,8 +45,11 @@ export type Verified = {
   ok: true;
   reading: Reading;
   machine: MachineInfo;
+  agreement: AgreementInfo;
   /** On-chain signature encoding; empty for oracle-attested machines. */
   signature: Hex;
+  /** The signature as it came on the wire, to recognise a replay of this very message. */
+  wireSignature: string;
 };
 
 export type Refused = {
@@ -160,11 +169,48 @@ export async function verifyReadingMessage(
     return refuse("agreement_inactive", "the agreement has ended", about);
   }
 
-  const last = await ctx.lastAccepted(agreementId, agreement);
+  // Against the newest reading accepted so far: an old or replayed message is refused before its
+  // signature costs anything. The oracle checks again when it claims the meter, in arrival order.
+  const meter = checkMeter(
+    reading,
+    m.signature,
+    await ctx.lastAccepted(agreementId, agreement),
+    machine,
+    agreement,
+  );
+  if (meter !== undefined) return meter;
+
+  const wireSignature = m.signature;
+  if (attested) return { ok: true, reading, machine, agreement, signature: "0x", wireSignature };
+  const checked = await ctx.checkSignature(
+    readingDigest(ctx.domain, reading),
+    m.signature,
+    machine.key!,
+  );
+  if (!checked.ok) return refuse(checked.reason, checked.detail, about);
+  return { ok: true, reading, machine, agreement, signature: checked.signature, wireSignature };
+}
+
+/**
+ * The meter's checks against the newest accepted reading (`last`): above it (else stale, or replay
+ * when it is that very message again), and not faster than the machine's declared maximum rate.
+ */
+export function checkMeter(
+  reading: Reading,
+  wireSignature: string,
+  last: LastAccepted | undefined,
+  machine: MachineInfo,
+  agreement: AgreementInfo,
+): Refused | undefined {
+  const about = {
+    machineId: reading.machineId,
+    agreementId: reading.agreementId.toString(),
+    cumulativeUnits: reading.cumulativeUnits.toString(),
+  };
   if (last !== undefined && reading.cumulativeUnits <= last.cumulativeUnits) {
     const replay =
       reading.cumulativeUnits === last.cumulativeUnits &&
-      m.signature.toLowerCase() === last.signature.toLowerCase();
+      wireSignature.toLowerCase() === last.signature.toLowerCase();
     return refuse(
       replay ? "replay" : "stale_reading",
       `meter ${reading.cumulativeUnits} is not above ${last.cumulativeUnits}`,
@@ -186,13 +232,5 @@ export async function verifyReadingMessage(
       );
     }
   }
-
-  if (attested) return { ok: true, reading, machine, signature: "0x" };
-  const checked = verifyDigestSignature(
-    readingDigest(ctx.domain, reading),
-    m.signature,
-    machine.key!,
-  );
-  if (!checked.ok) return refuse(checked.reason, checked.detail, about);
-  return { ok: true, reading, machine, signature: checked.signature };
+  return undefined;
 }
