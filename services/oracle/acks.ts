@@ -42,7 +42,17 @@ export function pipelineAcks(connection: MqttClient, options: AckPipelineOptions
   let queue: Pending[] = [];
   let held: (() => void) | undefined;
 
+  // Readings of one journal commit complete together, each in its own microtask: their PUBACKs are
+  // written once the lot has completed, in one socket write.
+  let releaseScheduled = false;
+  function scheduleRelease(): void {
+    if (releaseScheduled) return;
+    releaseScheduled = true;
+    setImmediate(release);
+  }
+
   function release(): void {
+    releaseScheduled = false;
     let stream: Duplex | undefined;
     while (queue.length > 0 && queue[0]!.done) {
       const { messageId, stream: from } = queue.shift()!;
@@ -80,7 +90,7 @@ export function pipelineAcks(connection: MqttClient, options: AckPipelineOptions
       () => {
         if (entry) {
           entry.done = true;
-          release();
+          scheduleRelease();
         }
       },
       (error: unknown) => options.onError(error, connection),
