@@ -4,22 +4,36 @@
  *
  *   npm run bench:oracle                 # 60 s at full speed, then 20 s paced at 5,000 readings/s
  *   BENCH_SECONDS=10 BENCH_PACED_SECONDS=5 BENCH_MACHINES=40 npm run bench:oracle
+ *   BENCH_DATABASE_URL=postgres://… npm run bench:oracle   # journal on a PostgreSQL server
  *
  * N simulated machines (half secp256k1, half P-256) publish cumulative readings, signed before the
- * clock starts, through Mosquitto at MQTT_TEST_URL or 127.0.0.1:1883 when reachable (else the
- * embedded broker, and it says so) into the oracle (`services/oracle/main.ts`, a child process) on the
- * in-process chain. Measured in the same run: readings verified and journaled per second; publish →
- * durable acknowledgement (the oracle's `accepted` status, published after the journal commit and
- * naming the newest journaled reading of the machine) p50/p99, at full speed and paced at 5,000/s; publish → `settled` status (on-chain inclusion) p99; the bare
- * verification rate of this machine (same code, one thread, no MQTT, no journal); the bare broker
- * delivery rate; and the ratios. Writes reports/oracle.json.
+ * clock starts, through Mosquitto at MQTT_TEST_URL or 127.0.0.1:1883 (required) into the oracle
+ * (`services/oracle/main.ts`, a child process) on the in-process chain, its journal on PostgreSQL
+ * (BENCH_DATABASE_URL or PG_TEST_URL, a schema of its own) or else the embedded engine on disk.
+ * Measured in the same run: readings verified and journaled per second; publish → durable
+ * acknowledgement (the oracle's `accepted` status, published after the journal commit and naming the
+ * newest journaled reading of the machine) p50/p99, at full speed and paced at 5,000/s; publish →
+ * `settled` status (on-chain inclusion) p99; the bare verification rate of this machine (same code,
+ * one thread, no MQTT, no journal); the bare broker delivery rate; the ratios; and the CPU time per
+ * reading of each process. Other knobs: BENCH_ORACLE_CONNECTIONS, BENCH_PUBLISHERS, BENCH_BACKLOG,
+ * BENCH_PROFILE=<dir> (a CPU profile of the oracle). Writes reports/oracle.json.
  */
 import { spawn } from "node:child_process";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
-import { cpus } from "node:os";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { createConnection, createServer, type Socket } from "node:net";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
+import pg from "pg";
 import type { Hex } from "viem";
 import { readingDigest, type Reading } from "../../services/shared/eip712.ts";
 import { readingsTopic, statusTopic, type StatusMessage } from "../../services/shared/protocol.ts";
@@ -34,7 +48,15 @@ import { startHarness } from "../../test/oracle/harness.ts";
 const seconds = Number(process.env.BENCH_SECONDS ?? 60);
 const pacedSeconds = Number(process.env.BENCH_PACED_SECONDS ?? 20);
 const machineCount = Number(process.env.BENCH_MACHINES ?? 40);
-const connections = Number(process.env.BENCH_ORACLE_CONNECTIONS ?? 16);
+const connections = Number(process.env.BENCH_ORACLE_CONNECTIONS ?? 1);
+/**
+ * Readings published and not yet acknowledged, at most, at full speed. A broker drops what overflows a
+ * subscriber's queue (Mosquitto's max_queued_messages: 1,000 by default beyond the in-flight window),
+ * so the bound stays below it: the oracle's own rate is measured, not the broker's queue.
+ */
+const backlog = Number(process.env.BENCH_BACKLOG ?? 1_200);
+/** Publisher connections; a broker lets each hold only so many unacknowledged publishes (Mosquitto: 20). */
+const publisherCount = Number(process.env.BENCH_PUBLISHERS ?? 16);
 /** Readings signed ahead for the full-speed run: more than the oracle can take in `seconds`. */
 const presigned = Number(process.env.BENCH_PRESIGNED ?? Math.ceil(seconds * 12_000));
 
@@ -58,6 +80,38 @@ function freePort(): Promise<number> {
     });
     server.on("error", reject);
   });
+}
+
+/**
+ * CPU seconds used so far (user + system, from /proc) by the oracle process, this process (publishers,
+ * status listener, the in-process chain), Mosquitto and PostgreSQL; undefined off Linux.
+ */
+function cpuByProcess(): Record<string, number> | undefined {
+  if (!existsSync("/proc/self/stat")) return undefined;
+  const ticks = (pid: number | string): number => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      return 0;
+    }
+  };
+  const byName: Record<string, number> = { mosquitto: 0, postgres: 0 };
+  for (const pid of readdirSync("/proc").filter((entry) => /^\d+$/.test(entry))) {
+    let comm = "";
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+    } catch {
+      continue;
+    }
+    if (comm in byName) byName[comm]! += ticks(pid);
+  }
+  return {
+    oracle: oracle.pid ? ticks(oracle.pid) : 0,
+    "bench and chain": ticks(process.pid),
+    ...byName,
+  };
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -150,33 +204,37 @@ const verifyOnlyPerSecond = verified / ((performance.now() - verifyStart) / 1000
 console.log(`bare verification: ${Math.round(verifyOnlyPerSecond)}/s`);
 
 const publishers: MqttClient[] = [];
-for (let i = 0; i < 4; i++) {
-  publishers.push(
-    await mqtt.connectAsync(brokerUrl, {
-      protocolVersion: 5,
-      clientId: `bench-pub-${i}-${randomBytes(3).toString("hex")}`,
-    }),
-  );
+for (let i = 0; i < publisherCount; i++) {
+  const publisher = await mqtt.connectAsync(brokerUrl, {
+    protocolVersion: 5,
+    clientId: `bench-pub-${i}-${randomBytes(3).toString("hex")}`,
+  });
+  (publisher.stream as Partial<Socket>).setNoDelay?.(true);
+  publishers.push(publisher);
 }
 
-/** Publishes at QoS 1 with up to `window` in flight (the PUBACK here is the broker's). */
+/**
+ * Publishes at QoS 1 with up to `window` in flight (the PUBACK here is the broker's). A lane first
+ * waits for room (`room`), then takes the next message and publishes it at once, so that messages
+ * leave in their order and a machine's readings reach the broker in the order they were signed.
+ */
 async function blast(
   messages: Message[],
   window: number,
-  onAck: (message: Message, ms: number) => void,
   until: () => boolean,
-  before?: (message: Message) => Promise<void>,
+  room?: () => Promise<void>,
+  onSend?: (message: Message) => void,
 ): Promise<number> {
   let next = 0;
   async function lane() {
     while (next < messages.length && !until()) {
+      if (room) await room();
+      if (next >= messages.length || until()) break;
       const message = messages[next++]!;
       // A machine publishes over its own connection, so its readings stay in order.
       const client = publishers[message.machine % publishers.length]!;
-      if (before) await before(message);
-      const start = performance.now();
+      onSend?.(message);
       await client.publishAsync(message.topic, message.payload, { qos: 1 });
-      onAck(message, performance.now() - start);
     }
   }
   await Promise.all(Array.from({ length: window }, () => lane()));
@@ -195,12 +253,7 @@ bareSub.on("message", () => bareReceived++);
 const bareMessages = sample.map((s) => ({ ...s, topic: bareTopic }));
 const bareStart = performance.now();
 while (performance.now() - bareStart < 3_000) {
-  await blast(
-    bareMessages,
-    64,
-    () => {},
-    () => performance.now() - bareStart >= 3_000,
-  );
+  await blast(bareMessages, 64, () => performance.now() - bareStart >= 3_000);
 }
 await sleep(300);
 const brokerOnlyPerSecond = bareReceived / ((performance.now() - bareStart) / 1000);
@@ -210,6 +263,27 @@ console.log(`bare broker delivery: ${Math.round(brokerOnlyPerSecond)}/s`);
 console.log(`signing ${presigned.toLocaleString("en")} readings ahead…`);
 const full = sign(presigned);
 const paced = sign(Math.ceil(pacedSeconds * 5_000 * 1.05));
+
+// The journal: a PostgreSQL server when BENCH_DATABASE_URL (or PG_TEST_URL) names one, in a schema of
+// its own dropped at the end, as an operator runs it at this rate; else the embedded engine on disk.
+const pgUrl = process.env.BENCH_DATABASE_URL ?? process.env.PG_TEST_URL;
+const pgSchema = `bench_${randomBytes(5).toString("hex")}`;
+let journalUrl: string | undefined;
+const dataDir = mkdtempSync(join(tmpdir(), "ppu-bench-oracle-"));
+if (pgUrl) {
+  const admin = new pg.Client({ connectionString: pgUrl });
+  await admin.connect();
+  await admin.query(`CREATE SCHEMA ${pgSchema}`);
+  await admin.end();
+  const scoped = new URL(pgUrl);
+  scoped.searchParams.set("options", `-c search_path=${pgSchema}`);
+  journalUrl = scoped.toString();
+  console.log(`journal: PostgreSQL at ${new URL(pgUrl).host} (schema ${pgSchema})`);
+} else {
+  console.log(
+    `journal: embedded engine in ${dataDir} (set BENCH_DATABASE_URL for a PostgreSQL server)`,
+  );
+}
 
 // The oracle, in its own process.
 const healthPort = await freePort();
@@ -226,7 +300,8 @@ const oracle = spawn(process.execPath, [...profile, "--import", "tsx", "services
     MQTT_URL: brokerUrl,
     MQTT_CONNECTIONS: String(connections),
     MQTT_SHARE_GROUP: `bench-${randomBytes(3).toString("hex")}`,
-    DATA_DIR: "memory",
+    DATA_DIR: dataDir,
+    ...(journalUrl ? { DATABASE_URL: journalUrl } : {}),
     HEALTH_PORT: String(healthPort),
     BATCH_INTERVAL_MS: "1000",
     BATCH_MAX_READINGS: "200",
@@ -261,18 +336,23 @@ const ackWaiting: [bigint, number][][] = h.machines.map(() => []);
 const chainWaiting: [bigint, number][][] = h.machines.map(() => []);
 let ackMs: number[] = [];
 const chainMs: number[] = [];
-function drain(queue: [bigint, number][], units: bigint, into: number[]): void {
+/** Readings published and not yet acknowledged (by an `accepted` status naming them or a newer one). */
+let outstanding = 0;
+function drain(queue: [bigint, number][], units: bigint, into: number[]): number {
   let n = 0;
   const now = performance.now();
   while (n < queue.length && queue[n]![0] <= units) into.push(now - queue[n++]![1]);
   if (n > 0) queue.splice(0, n);
+  return n;
 }
 listener.on("message", (_topic, payload) => {
   const status = JSON.parse(payload.toString()) as StatusMessage;
   const machine = byMachineId.get(status.machineId.toLowerCase());
   if (machine === undefined || status.cumulativeUnits === undefined) return;
   const units = BigInt(status.cumulativeUnits);
-  if (status.state === "accepted") drain(ackWaiting[machine]!, units, ackMs);
+  if (status.state === "accepted") outstanding -= drain(ackWaiting[machine]!, units, ackMs);
+  // A refused reading (stale, with several oracle connections) is answered too, just not accepted.
+  else if (status.state === "rejected") outstanding -= drain(ackWaiting[machine]!, units, []);
   else if (status.state === "settled") drain(chainWaiting[machine]!, units, chainMs);
 });
 for (const m of h.machines) await listener.subscribeAsync(statusTopic(m.machineId), { qos: 1 });
@@ -281,30 +361,24 @@ console.log(
   `driving the oracle at full speed for ${seconds} s (${connections} oracle connections)…`,
 );
 const acceptedBefore = await counter("ppu_oracle_readings_accepted_total");
-// Keep the backlog bounded (a broker drops what overflows a subscriber's queue): the oracle's own
-// rate is what is measured, not the broker's queue.
-let oracleReceived = await counter("ppu_oracle_readings_received_total");
-const receivedBefore = oracleReceived;
-let published = 0;
-const poll = setInterval(() => {
-  void counter("ppu_oracle_readings_received_total").then((n) => (oracleReceived = n));
-}, 50);
+const cpuBefore = cpuByProcess();
 const fullStart = performance.now();
 const fullSent = await blast(
   full,
   256,
-  () => {},
   () => performance.now() - fullStart >= seconds * 1000,
-  async (message) => {
-    while (published - (oracleReceived - receivedBefore) > 4_000) await sleep(2);
-    published++;
+  async () => {
+    while (outstanding >= backlog) await sleep(1);
+  },
+  (message) => {
+    outstanding++;
     const now = performance.now();
     ackWaiting[message.machine]!.push([message.units, now]);
     if (message.units % 10n === 0n) chainWaiting[message.machine]!.push([message.units, now]);
   },
 );
-clearInterval(poll);
 const fullElapsed = (performance.now() - fullStart) / 1000;
+const cpuAfter = cpuByProcess();
 const fullAccepted = (await counter("ppu_oracle_readings_accepted_total")) - acceptedBefore;
 const readingsPerSecond = fullAccepted / fullElapsed;
 if (fullSent >= full.length)
@@ -343,7 +417,28 @@ const rejected = Object.fromEntries(
   ),
 );
 const received = await counter("ppu_oracle_readings_received_total");
+/** Mean time inside the oracle from a reading's arrival to its journal commit. */
+const metricValue = (name: string) =>
+  Number(
+    metricsText
+      .split("\n")
+      .find((l) => l.startsWith(`${name} `))
+      ?.split(" ")[1] ?? NaN,
+  );
+const oracleAckMeanMs =
+  (metricValue("ppu_oracle_ack_seconds_sum") / metricValue("ppu_oracle_ack_seconds_count")) * 1000;
 await sleep(3_000);
+
+// CPU time per accepted reading at full speed, by process: where the machine's two cores went.
+const cpuPerReadingUs: Record<string, number> = {};
+let cpuTotal = 0;
+if (cpuBefore && cpuAfter && fullAccepted > 0) {
+  for (const [name, seconds] of Object.entries(cpuAfter)) {
+    const used = seconds - (cpuBefore[name] ?? 0);
+    cpuTotal += used;
+    cpuPerReadingUs[name] = Math.round((used / fullAccepted) * 1e6);
+  }
+}
 
 const report = {
   readingsPerSecond: Math.round(readingsPerSecond),
@@ -358,9 +453,13 @@ const report = {
   seconds,
   pacedSeconds,
   pacedRatePerSecond: Math.round(pacedAccepted / pacedElapsed),
+  oracleAckMeanMs: Number(oracleAckMeanMs.toFixed(1)),
   machines: machineCount,
   oracleConnections: connections,
   broker: "mosquitto",
+  journal: journalUrl ? "postgresql" : "embedded",
+  cpuPerReadingUs: JSON.stringify(cpuPerReadingUs),
+  coresBusy: Number((cpuTotal / fullElapsed).toFixed(2)),
   accepted: fullAccepted + pacedAccepted,
   received,
   rejected: JSON.stringify(rejected),
@@ -379,4 +478,11 @@ oracle.kill("SIGTERM");
 await new Promise((resolve) => oracle.once("exit", resolve));
 await Promise.all([...publishers, listener].map((c) => c.endAsync()));
 await h.stop();
+rmSync(dataDir, { recursive: true, force: true });
+if (pgUrl) {
+  const admin = new pg.Client({ connectionString: pgUrl });
+  await admin.connect();
+  await admin.query(`DROP SCHEMA IF EXISTS ${pgSchema} CASCADE`);
+  await admin.end();
+}
 process.exit(0);

@@ -39,11 +39,11 @@ export const oracleConfigSpec = defineConfig({
   },
   MQTT_CONNECTIONS: {
     type: "number",
-    default: 4,
+    default: 1,
     min: 1,
     max: 64,
     description:
-      "connections in the shared subscription (MQTT 5); each spreads the broker's deliveries over another socket",
+      "connections in the shared subscription (MQTT 5); more spread the broker's deliveries, but one machine's readings may then arrive out of order",
   },
   MQTT_IN_FLIGHT: {
     type: "number",
