@@ -65,10 +65,13 @@ export interface Oracle {
 export interface OracleOptions {
   /** Where log lines go: 1 (stdout, the default) or 2 (stderr, for tools whose stdout is a result). */
   logFd?: 1 | 2;
+  /** Checks device signatures; by default VERIFY_THREADS worker threads. Closed when the oracle stops. */
+  verifier?: SignatureVerifier;
 }
 
 export function createOracle(config: OracleConfig, options: OracleOptions = {}): Oracle {
   const log = createLogger("oracle", config.LOG_LEVEL, options.logFd ?? 1);
+  const injectedVerifier = options.verifier;
   const abi = payPerUseAbi();
   const address = config.CONTRACT_ADDRESS as Hex;
   // This instance's own nonce manager: it hands out nonces locally and is reset after a failed send.
@@ -354,12 +357,14 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
     stats,
     async start() {
       const dataDir = config.DATA_DIR === "memory" ? undefined : config.DATA_DIR;
-      verifier = createSignatureVerifier(config.VERIFY_THREADS, (error) =>
-        log.error(
-          { err: error instanceof Error ? error.message : String(error) },
-          "a signature verifier thread failed; its readings stay unacknowledged and a new thread takes over",
-        ),
-      );
+      verifier =
+        injectedVerifier ??
+        createSignatureVerifier(config.VERIFY_THREADS, (error) =>
+          log.error(
+            { err: error instanceof Error ? error.message : String(error) },
+            "a signature verifier thread failed; its readings stay unacknowledged and a new thread takes over",
+          ),
+        );
       db = await openDatabase({ url: config.DATABASE_URL, dataDir });
       journal = await Journal.open(db);
       const chainDef = await chainFor(config.RPC_URL);

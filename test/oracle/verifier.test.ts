@@ -78,6 +78,25 @@ describe("signature verifier threads", () => {
     }
   });
 
+  it("replaces a thread that fails: the checks it held fail, the next ones are answered", async () => {
+    const failures: unknown[] = [];
+    const verifier = createSignatureVerifier(1, (error) => failures.push(error));
+    try {
+      const c = checks[1]!; // a good P-256 check
+      // Not a key at all: the check throws on the thread and takes it down.
+      const broken = { keyType: "p256", x: "0xzz", y: "0x00" } as unknown as DevicePublicKey;
+      let error: unknown;
+      await verifier.verify(c.digest, c.signature, broken).catch((e) => (error = e));
+      expect(error, "the check the thread held fails").to.be.instanceOf(Error);
+      expect(failures).to.have.length(1);
+      expect(await verifier.verify(c.digest, c.signature, c.key)).to.deep.equal(
+        verifyDigestSignature(c.digest, c.signature, c.key),
+      );
+    } finally {
+      await verifier.close();
+    }
+  });
+
   it("checks inline with no threads, and refuses work once closed", async () => {
     const inline = createSignatureVerifier(0);
     const c = checks[0]!;
