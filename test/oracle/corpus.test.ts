@@ -5,13 +5,13 @@
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
 
-import { loadOracleConfig } from "../../services/oracle/config.ts";
 import { createOracle, type Oracle } from "../../services/oracle/service.ts";
 import { SECP256K1_N } from "../../services/shared/signatures.ts";
 import {
   MachineSide,
   readingMessage,
   startHarness,
+  testOracleConfig,
   type Harness,
   type TestMachine,
 } from "./harness.ts";
@@ -85,18 +85,7 @@ describe("oracle under a corpus of hostile messages", function () {
 
   before(async () => {
     h = await startHarness();
-    oracle = createOracle(
-      loadOracleConfig({
-        RPC_URL: h.chain.rpcUrl,
-        CONTRACT_ADDRESS: h.payPerUse,
-        ORACLE_PRIVATE_KEY: h.oracleKey,
-        DATA_DIR: "memory",
-        HEALTH_PORT: "0",
-        BATCH_INTERVAL_MS: "200",
-        CHAIN_POLL_MS: "200",
-        LOG_LEVEL: "silent",
-      }),
-    );
+    oracle = createOracle(testOracleConfig(h));
     await oracle.start();
     side = await MachineSide.connect(oracle.brokerUrl, [h.k1, h.p256], 4);
   });

@@ -15,6 +15,7 @@ import {
   type PublicClient,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
+import { loadOracleConfig, type OracleConfig } from "../../services/oracle/config.ts";
 import { loadArtifact, payPerUseAbi } from "../../services/shared/artifacts.ts";
 import { chainFor } from "../../services/shared/deployment.ts";
 import { startEmbeddedDeployment, type DevChain } from "../../services/shared/devchain.ts";
@@ -218,6 +219,28 @@ export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<
     },
     stop: () => chain.stop(),
   };
+}
+
+/**
+ * The oracle's settings for a test on this harness: its chain, contract and key, the embedded broker,
+ * a journal in memory, short intervals, no logs; `overrides` change or add settings.
+ */
+export function testOracleConfig(
+  h: Harness,
+  overrides: Record<string, string | undefined> = {},
+): OracleConfig {
+  return loadOracleConfig({
+    RPC_URL: h.chain.rpcUrl,
+    CONTRACT_ADDRESS: h.payPerUse,
+    ORACLE_PRIVATE_KEY: h.oracleKey,
+    MQTT_SHARE_GROUP: `test-${randomBytes(4).toString("hex")}`,
+    DATA_DIR: "memory",
+    HEALTH_PORT: "0",
+    BATCH_INTERVAL_MS: "200",
+    CHAIN_POLL_MS: "200",
+    LOG_LEVEL: "silent",
+    ...overrides,
+  });
 }
 
 /** The JSON a machine publishes for a reading. */

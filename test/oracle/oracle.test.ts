@@ -7,13 +7,13 @@
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
 import type { Hex } from "viem";
-import { loadOracleConfig } from "../../services/oracle/config.ts";
 import { createOracle, type Oracle } from "../../services/oracle/service.ts";
 import { SECP256K1_N } from "../../services/shared/signatures.ts";
 import {
   MachineSide,
   readingMessage,
   startHarness,
+  testOracleConfig,
   type Harness,
   type TestMachine,
 } from "./harness.ts";
@@ -35,20 +35,7 @@ for (const broker of brokers) {
         this.skip();
       }
       h = await startHarness();
-      oracle = createOracle(
-        loadOracleConfig({
-          RPC_URL: h.chain.rpcUrl,
-          CONTRACT_ADDRESS: h.payPerUse,
-          ORACLE_PRIVATE_KEY: h.oracleKey,
-          MQTT_URL: broker.url,
-          MQTT_SHARE_GROUP: `test-${randomBytes(4).toString("hex")}`,
-          DATA_DIR: "memory",
-          HEALTH_PORT: "0",
-          BATCH_INTERVAL_MS: "200",
-          CHAIN_POLL_MS: "200",
-          LOG_LEVEL: "warn",
-        }),
-      );
+      oracle = createOracle(testOracleConfig(h, { MQTT_URL: broker.url, LOG_LEVEL: "warn" }));
       await oracle.start();
       side = await MachineSide.connect(
         oracle.brokerUrl,

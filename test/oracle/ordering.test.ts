@@ -4,13 +4,17 @@
  * and the meter never goes backwards; and a reading older than one already claimed is refused as
  * stale before its signature is checked.
  */
-import { randomBytes } from "node:crypto";
 import { expect } from "chai";
-import { loadOracleConfig } from "../../services/oracle/config.ts";
 import { createOracle, type Oracle } from "../../services/oracle/service.ts";
 import { createSignatureVerifier, type SignatureVerifier } from "../../services/oracle/verifier.ts";
 import { bytesToHex, readingDigest } from "../../services/shared/eip712.ts";
-import { MachineSide, readingMessage, startHarness, type Harness } from "./harness.ts";
+import {
+  MachineSide,
+  readingMessage,
+  startHarness,
+  testOracleConfig,
+  type Harness,
+} from "./harness.ts";
 
 describe("oracle claim order", () => {
   let h: Harness;
@@ -39,20 +43,9 @@ describe("oracle claim order", () => {
       },
       close: () => inline.close(),
     };
-    oracle = createOracle(
-      loadOracleConfig({
-        RPC_URL: h.chain.rpcUrl,
-        CONTRACT_ADDRESS: h.payPerUse,
-        ORACLE_PRIVATE_KEY: h.oracleKey,
-        MQTT_SHARE_GROUP: `test-${randomBytes(4).toString("hex")}`,
-        DATA_DIR: "memory",
-        HEALTH_PORT: "-1",
-        BATCH_INTERVAL_MS: "200",
-        CHAIN_POLL_MS: "200",
-        LOG_LEVEL: "warn",
-      }),
-      { verifier },
-    );
+    oracle = createOracle(testOracleConfig(h, { HEALTH_PORT: "-1", LOG_LEVEL: "warn" }), {
+      verifier,
+    });
     await oracle.start();
     side = await MachineSide.connect(oracle.brokerUrl, [h.k1], 4);
   });

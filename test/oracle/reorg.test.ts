@@ -10,10 +10,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseEventLogs, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { loadOracleConfig } from "../../services/oracle/config.ts";
 import { createOracle, type Oracle } from "../../services/oracle/service.ts";
 import { openDatabase } from "../../services/shared/db.ts";
-import { MachineSide, readingMessage, startHarness, type Harness } from "./harness.ts";
+import {
+  MachineSide,
+  readingMessage,
+  startHarness,
+  testOracleConfig,
+  type Harness,
+} from "./harness.ts";
 
 describe("oracle after a reorganisation", function () {
   let h: Harness;
@@ -27,16 +32,10 @@ describe("oracle after a reorganisation", function () {
   before(async () => {
     h = await startHarness();
     oracle = createOracle(
-      loadOracleConfig({
-        RPC_URL: h.chain.rpcUrl,
-        CONTRACT_ADDRESS: h.payPerUse,
-        ORACLE_PRIVATE_KEY: h.oracleKey,
+      testOracleConfig(h, {
         DATA_DIR: dataDir,
-        HEALTH_PORT: "0",
-        BATCH_INTERVAL_MS: "200",
         CHAIN_POLL_MS: "100",
         REORG_WINDOW_BLOCKS: "16",
-        LOG_LEVEL: "silent",
       }),
     );
     await oracle.start();

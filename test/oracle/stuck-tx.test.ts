@@ -11,11 +11,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseEventLogs, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { loadOracleConfig } from "../../services/oracle/config.ts";
 import { createOracle, type Oracle } from "../../services/oracle/service.ts";
 import { raisedFee } from "../../services/oracle/submitter.ts";
 import { openDatabase } from "../../services/shared/db.ts";
-import { MachineSide, readingMessage, startHarness, type Harness } from "./harness.ts";
+import {
+  MachineSide,
+  readingMessage,
+  startHarness,
+  testOracleConfig,
+  type Harness,
+} from "./harness.ts";
 
 interface PendingTx {
   hash: Hex;
@@ -89,17 +94,11 @@ describe("oracle with a transaction that is not mined", function () {
     const estimate = await h.client.estimateFeesPerGas();
     const ceilingWei = (estimate.maxFeePerGas * 134n) / 100n;
     oracle = createOracle(
-      loadOracleConfig({
-        RPC_URL: h.chain.rpcUrl,
-        CONTRACT_ADDRESS: h.payPerUse,
-        ORACLE_PRIVATE_KEY: h.oracleKey,
+      testOracleConfig(h, {
         DATA_DIR: dataDir,
-        HEALTH_PORT: "0",
-        BATCH_INTERVAL_MS: "200",
         CHAIN_POLL_MS: "100",
         STUCK_TX_MS: String(STUCK_TX_MS),
         MAX_FEE_GWEI: (Number(ceilingWei) / 1e9).toFixed(9),
-        LOG_LEVEL: "silent",
       }),
     );
     await oracle.start();
