@@ -17,6 +17,7 @@ import {
 import { privateKeyToAccount } from "viem/accounts";
 import { loadOracleConfig, type OracleConfig } from "../../services/oracle/config.ts";
 import { loadArtifact, payPerUseAbi } from "../../services/shared/artifacts.ts";
+import { openDatabase } from "../../services/shared/db.ts";
 import { chainFor } from "../../services/shared/deployment.ts";
 import { startEmbeddedDeployment, type DevChain } from "../../services/shared/devchain.ts";
 import type { ReadingDomain } from "../../services/shared/eip712.ts";
@@ -59,6 +60,10 @@ export interface Harness {
   clockOffset: number;
   write(functionName: string, args: unknown[], from?: Hex): Promise<void>;
   agreement(id: bigint): Promise<{ cumulativeUnits: bigint; totalCharged: bigint; status: number }>;
+  /** The transactions whose UsageRecorded charged this agreement, oldest first. */
+  charges(agreementId: bigint): Promise<Hex[]>;
+  /** A JSON-RPC call to the chain (evm_mine, evm_setAutomine…). */
+  rpc(method: string, params?: unknown[]): Promise<unknown>;
   stop(): Promise<void>;
 }
 
@@ -217,8 +222,35 @@ export async function startHarness(extraKeys: DeviceSigningKey[] = []): Promise<
         status: Number(a.status),
       };
     },
+    async charges(agreementId) {
+      return parseEventLogs({
+        abi,
+        eventName: "UsageRecorded",
+        logs: await client.getLogs({ address: deployment.payPerUse, fromBlock: 0n }),
+      })
+        .filter((log) => (log.args as { agreementId: bigint }).agreementId === agreementId)
+        .map((log) => log.transactionHash);
+    },
+    rpc: (method, params = []) => chain.provider.request({ method, params }),
     stop: () => chain.stop(),
   };
+}
+
+/** State and transaction of each journal row of an agreement, in an oracle's stopped journal. */
+export async function journalRows(
+  dataDir: string,
+  agreementId: bigint,
+): Promise<{ state: string; tx_hash: string | null }[]> {
+  const db = await openDatabase({ dataDir });
+  try {
+    const { rows } = await db.query<{ state: string; tx_hash: string | null }>(
+      "SELECT state, tx_hash FROM oracle_readings WHERE agreement_id = $1 ORDER BY id",
+      [agreementId.toString()],
+    );
+    return rows;
+  } finally {
+    await db.close();
+  }
 }
 
 /**

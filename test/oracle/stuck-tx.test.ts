@@ -9,12 +9,12 @@ import { expect } from "chai";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseEventLogs, type Hex } from "viem";
+import type { Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { createOracle, type Oracle } from "../../services/oracle/service.ts";
 import { raisedFee } from "../../services/oracle/submitter.ts";
-import { openDatabase } from "../../services/shared/db.ts";
 import {
+  journalRows,
   MachineSide,
   readingMessage,
   startHarness,
@@ -40,8 +40,7 @@ describe("oracle with a transaction that is not mined", function () {
   let side: MachineSide | undefined;
   const dataDir = mkdtempSync(join(tmpdir(), "ppu-oracle-stuck-"));
 
-  const rpc = (method: string, params: unknown[] = []) =>
-    h.chain.provider.request({ method, params });
+  const rpc = (method: string, params?: unknown[]) => h.rpc(method, params);
 
   /** The oracle's transactions in the block the node would mine next. */
   async function pendingFromOracle(): Promise<PendingTx[]> {
@@ -151,26 +150,14 @@ describe("oracle with a transaction that is not mined", function () {
     const agreement = await h.agreement(m.agreementId);
     expect(agreement.cumulativeUnits).to.equal(4_000n);
     expect(agreement.totalCharged, "charged once").to.equal(1_000_000n);
-    const charges = parseEventLogs({
-      abi: h.abi,
-      eventName: "UsageRecorded",
-      logs: await h.client.getLogs({ address: h.payPerUse, fromBlock: 0n }),
-    }).filter((log) => (log.args as { agreementId: bigint }).agreementId === m.agreementId);
-    expect(charges).to.have.length(1);
+    expect(await h.charges(m.agreementId)).to.deep.equal([last.hash]);
 
     await side.close();
     side = undefined;
     await oracle.stop();
     oracle = undefined;
-    const db = await openDatabase({ dataDir });
-    try {
-      const { rows } = await db.query<{ state: string; tx_hash: string }>(
-        "SELECT state, tx_hash FROM oracle_readings WHERE agreement_id = $1",
-        [m.agreementId.toString()],
-      );
-      expect(rows).to.deep.equal([{ state: "settled", tx_hash: last.hash }]);
-    } finally {
-      await db.close();
-    }
+    expect(await journalRows(dataDir, m.agreementId)).to.deep.equal([
+      { state: "settled", tx_hash: last.hash },
+    ]);
   });
 });
