@@ -309,10 +309,13 @@ const oracle = spawn(process.execPath, [...profile, "--import", "tsx", "services
   },
   stdio: ["ignore", "inherit", "inherit"],
 });
-async function counter(name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text();
+/** The value of an unlabelled metric in a Prometheus text page; 0 when it is absent. */
+function metricIn(text: string, name: string): number {
   const line = text.split("\n").find((l) => l.startsWith(`${name} `));
   return line ? Number(line.split(" ")[1]) : 0;
+}
+async function counter(name: string): Promise<number> {
+  return metricIn(await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text(), name);
 }
 for (let i = 0; ; i++) {
   const ready = await fetch(`http://127.0.0.1:${healthPort}/readyz`).then(
@@ -418,15 +421,10 @@ const rejected = Object.fromEntries(
 );
 const received = await counter("ppu_oracle_readings_received_total");
 /** Mean time inside the oracle from a reading's arrival to its journal commit. */
-const metricValue = (name: string) =>
-  Number(
-    metricsText
-      .split("\n")
-      .find((l) => l.startsWith(`${name} `))
-      ?.split(" ")[1] ?? NaN,
-  );
 const oracleAckMeanMs =
-  (metricValue("ppu_oracle_ack_seconds_sum") / metricValue("ppu_oracle_ack_seconds_count")) * 1000;
+  (metricIn(metricsText, "ppu_oracle_ack_seconds_sum") /
+    metricIn(metricsText, "ppu_oracle_ack_seconds_count")) *
+  1000;
 await sleep(3_000);
 
 // CPU time per accepted reading at full speed, by process: where the machine's two cores went.

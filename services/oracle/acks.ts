@@ -32,7 +32,7 @@ export interface AckPipelineOptions {
   /** Checks and journals one reading; resolves once it may be acknowledged. */
   handle(packet: IPublishPacket): Promise<void>;
   /** The reading could not be journaled: it stays unacknowledged. */
-  onError(error: unknown, connection: MqttClient): void;
+  onError(error: unknown): void;
   /** Every piece of work started, for a graceful stop to wait on. */
   track?(work: Promise<void>): void;
 }
@@ -93,7 +93,7 @@ export function pipelineAcks(connection: MqttClient, options: AckPipelineOptions
           scheduleRelease();
         }
       },
-      (error: unknown) => options.onError(error, connection),
+      (error: unknown) => options.onError(error),
     );
     options.track?.(work);
     const resume = () => callback(ACK_DEFERRED);

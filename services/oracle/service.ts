@@ -182,21 +182,22 @@ export function createOracle(config: OracleConfig, options: OracleOptions = {}):
     agreementId: bigint,
     agreement: AgreementInfo,
   ): Promise<LastAccepted | undefined> {
-    let last = lastAccepted.get(agreementId);
-    if (last === undefined) {
-      last = await journal.newest(agreementId);
-      if (last === undefined && agreement.cumulativeUnits > 0n) {
-        last = {
-          cumulativeUnits: agreement.cumulativeUnits,
-          timestamp: agreement.lastReadingAt,
-          signature: "",
-        };
-      }
-      // A reading claimed meanwhile is newer than what the journal said.
-      if (last !== undefined && !lastAccepted.has(agreementId)) lastAccepted.set(agreementId, last);
-      else last = lastAccepted.get(agreementId);
-    }
-    return last;
+    const cached = lastAccepted.get(agreementId);
+    if (cached !== undefined) return cached;
+    const loaded =
+      (await journal.newest(agreementId)) ??
+      (agreement.cumulativeUnits > 0n
+        ? {
+            cumulativeUnits: agreement.cumulativeUnits,
+            timestamp: agreement.lastReadingAt,
+            signature: "",
+          }
+        : undefined);
+    // A reading claimed while the journal was read is newer than what the journal said.
+    const claimed = lastAccepted.get(agreementId);
+    if (claimed !== undefined) return claimed;
+    if (loaded !== undefined) lastAccepted.set(agreementId, loaded);
+    return loaded;
   }
 
   async function checkAndJournal(

@@ -18,7 +18,6 @@ export interface SignatureCheck {
 }
 
 export interface SignatureVerifier {
-  readonly threads: number;
   verify(digest: Uint8Array, signature: string, key: DevicePublicKey): Promise<VerifyResult>;
   close(): Promise<void>;
 }
@@ -45,7 +44,6 @@ export function createSignatureVerifier(
 ): SignatureVerifier {
   if (threads <= 0) {
     return {
-      threads: 0,
       verify: async (digest, signature, key) => verifyDigestSignature(digest, signature, key),
       close: async () => {},
     };
@@ -100,7 +98,6 @@ export function createSignatureVerifier(
   }
 
   return {
-    threads,
     verify(digest, signature, key) {
       if (closed) return Promise.reject(new Error("the signature verifier is closed"));
       return new Promise((resolve, reject) => {

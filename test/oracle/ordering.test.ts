@@ -32,7 +32,6 @@ describe("oracle claim order", () => {
     const inline = createSignatureVerifier(0);
     // The real check, answered late for some readings, as a busy verifier thread would answer.
     const verifier: SignatureVerifier = {
-      threads: 0,
       async verify(digest, signature, key) {
         const meter = meterOf.get(bytesToHex(digest));
         if (meter !== undefined) checked.push(meter);
