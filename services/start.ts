@@ -28,7 +28,7 @@ import { loadArtifact, payPerUseAbi } from "./shared/artifacts.ts";
 import { openDatabase } from "./shared/db.ts";
 import { chainFor } from "./shared/deployment.ts";
 import { startEmbeddedDeployment } from "./shared/devchain.ts";
-import { startBankSimulation } from "./sim/bank.ts";
+import { DEMO_CREDITOR, startBankSimulation } from "./sim/bank.ts";
 import { startFleet } from "./sim/fleet.ts";
 
 const port = Number(process.env.PORT ?? 8080);
@@ -109,19 +109,7 @@ try {
   const outDir = process.env.BANK_OUT_DIR ?? ".data/start/bank";
   const bankDb = await openDatabase();
   stops.push({ name: "bank store", stop: () => bankDb.close() });
-  const creditor = {
-    name: "Maschinenpark Nord GmbH",
-    iban: "DE02120300000000202051",
-    bic: "BYLADEM1001",
-    creditorId: "DE98ZZZ09999999999",
-    address: {
-      street: "Hafenstrasse",
-      buildingNumber: "12",
-      postCode: "20457",
-      town: "Hamburg",
-      country: "DE",
-    },
-  };
+  const creditor = DEMO_CREDITOR;
   const bridge = await BankBridge.open({
     db: bankDb,
     chain: await connectBankChain({

@@ -16,6 +16,7 @@ import type { Address, Hex } from "viem";
 import { BankBridge } from "../../services/bank/bridge.ts";
 import { REPO_ROOT } from "../../services/shared/artifacts.ts";
 import { openDatabase } from "../../services/shared/db.ts";
+import { DEMO_CREDITOR } from "../../services/sim/bank.ts";
 
 const DEBITS = Number(process.env.BENCH_DEBITS ?? 10_000);
 const TARGET_SECONDS = 5;
@@ -45,19 +46,7 @@ async function main(): Promise<void> {
   const bridge = await BankBridge.open({
     db,
     contract: CONTRACT,
-    creditor: {
-      name: "Maschinenpark Nord GmbH",
-      iban: "DE02120300000000202051",
-      bic: "BYLADEM1001",
-      creditorId: "DE98ZZZ09999999999",
-      address: {
-        street: "Hafenstrasse",
-        buildingNumber: "12",
-        postCode: "20457",
-        town: "Hamburg",
-        country: "DE",
-      },
-    },
+    creditor: DEMO_CREDITOR,
     eurTokens: [TOKEN],
     outDir,
   });

@@ -6,9 +6,24 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { XMLParser } from "fast-xml-parser";
-import type { BankBridge } from "../bank/bridge.ts";
+import type { BankBridge, Creditor } from "../bank/bridge.ts";
 import type { IsoDate } from "../bank/calendar.ts";
 import { formatCents, parseCents } from "../bank/sepa.ts";
+
+/** The machine owner's bank details in the embedded demo, the benchmark and the tests. */
+export const DEMO_CREDITOR: Creditor = {
+  name: "Maschinenpark Nord GmbH",
+  iban: "DE02120300000000202051",
+  bic: "BYLADEM1001",
+  creditorId: "DE98ZZZ09999999999",
+  address: {
+    street: "Hafenstrasse",
+    buildingNumber: "12",
+    postCode: "20457",
+    town: "Hamburg",
+    country: "DE",
+  },
+};
 
 export interface InitiatedDebit {
   endToEndId: string;

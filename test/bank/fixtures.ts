@@ -3,23 +3,12 @@ import { createWalletClient, http, type Abi, type Address } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import type { Creditor } from "../../services/bank/bridge.ts";
 import { loadArtifact } from "../../services/shared/artifacts.ts";
+import { DEMO_CREDITOR } from "../../services/sim/bank.ts";
 import { chainFor } from "../../services/shared/deployment.ts";
 import type { Harness } from "../oracle/harness.ts";
 import type { MandateInput } from "../../services/bank/mandates.ts";
 
-export const CREDITOR: Creditor = {
-  name: "Maschinenpark Nord GmbH",
-  iban: "DE02120300000000202051",
-  bic: "BYLADEM1001",
-  creditorId: "DE98ZZZ09999999999",
-  address: {
-    street: "Hafenstrasse",
-    buildingNumber: "12",
-    postCode: "20457",
-    town: "Hamburg",
-    country: "DE",
-  },
-};
+export const CREDITOR: Creditor = DEMO_CREDITOR;
 
 /** Valid German IBANs (bank code 370 400 44). */
 export const IBANS = [
